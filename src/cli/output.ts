@@ -1,0 +1,44 @@
+import { VmError } from '../protocol/errors.js'
+
+/** Exit codes, documented in the README and `vmoney --help`. */
+export const exitCodes = {
+  ok: 0,
+  /** A check failed: a transaction was rejected, an audit or a proof did not verify. */
+  checkFailed: 1,
+  /** Bad usage: unknown flag, missing argument, invalid value. */
+  usage: 2,
+  /** The server could not be reached. */
+  unreachable: 3,
+  /** The server refused the request (4xx problem). */
+  refused: 4,
+  /** Anything else: a bug or an unexpected failure. */
+  internal: 5,
+} as const
+
+export class CliExit extends Error {
+  readonly exitCode: number
+  constructor(exitCode: number, message: string) {
+    super(message)
+    this.exitCode = exitCode
+  }
+}
+
+export function print(json: boolean, value: unknown, human: () => string): void {
+  process.stdout.write(json ? `${JSON.stringify(value, null, 2)}\n` : `${human()}\n`)
+}
+
+/** Maps any failure to a message on stderr and a documented exit code. */
+export function exitCodeOf(error: unknown): { code: number; message: string } {
+  if (error instanceof CliExit) return { code: error.exitCode, message: error.message }
+  if (error instanceof VmError) {
+    if (error.code === 'node_unreachable') return { code: exitCodes.unreachable, message: error.message }
+    if (error.status >= 400 && error.status < 500 && error.detail?.['requestId'] !== undefined) {
+      return { code: exitCodes.refused, message: `refused (${error.code}): ${error.message}` }
+    }
+    return { code: exitCodes.usage, message: `${error.code}: ${error.message}` }
+  }
+  return {
+    code: exitCodes.internal,
+    message: `unexpected failure: ${(error as Error).stack ?? String(error)}`,
+  }
+}

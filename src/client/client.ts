@@ -1,0 +1,154 @@
+import { VmError } from '../protocol/errors.js'
+import { signRequest } from '../protocol/http-signature.js'
+import {
+  newId,
+  nowTimestamp,
+  type SignedTransaction,
+  signTransaction,
+  type Transaction,
+} from '../protocol/transaction.js'
+import type { DeviceKeys } from './key-file.js'
+
+export interface Outcome {
+  readonly id: string
+  readonly status: 'pending' | 'accepted' | 'rejected'
+  readonly code?: string
+  readonly codeNumber?: number
+  readonly blockHeight?: number
+  readonly leafIndex?: number
+}
+
+export interface NodeInfo {
+  readonly nodeId: string
+  readonly origin: string
+  readonly noteVerifierKey: string
+}
+
+/** Distributes `Omit` over the transaction union, so each kind keeps its own fields. */
+type TransactionBody<T = Transaction> = T extends Transaction
+  ? Omit<T, 'v' | 'id' | 'node' | 'created' | 'signer'>
+  : never
+
+/** Client requests give up after this long. */
+export const clientTimeoutMs = 60_000
+
+/** The TypeScript SDK: builds and signs transactions, submits them, and makes signed reads. */
+export class NodeClient {
+  readonly baseUrl: string
+  #node: NodeInfo | undefined
+
+  constructor(baseUrl: string) {
+    this.baseUrl = baseUrl.replace(/\/+$/, '')
+  }
+
+  async node(): Promise<NodeInfo> {
+    this.#node ??= (await this.#request('GET', '/v1/node')) as NodeInfo
+    return this.#node
+  }
+
+  /** Builds and signs a transaction of this node with a fresh id. */
+  async sign(
+    keys: DeviceKeys,
+    body: TransactionBody,
+    options: { id?: string } = {},
+  ): Promise<SignedTransaction> {
+    const { nodeId } = await this.node()
+    const tx = {
+      v: 1,
+      id: options.id ?? newId(),
+      node: nodeId,
+      created: nowTimestamp(),
+      signer: keys.keyId,
+      ...body,
+    } as Transaction
+    return signTransaction(tx, keys.signing.secretKey)
+  }
+
+  async submit(transactions: readonly SignedTransaction[], waitMs = 0): Promise<Outcome[]> {
+    const query = waitMs > 0 ? `?wait=${waitMs}` : ''
+    const body = transactions.length === 1 ? transactions[0] : { transactions }
+    const result = (await this.#request('POST', `/v1/transactions${query}`, body)) as {
+      transactions: Outcome[]
+    }
+    return result.transactions
+  }
+
+  /** Submits and waits for finality, polling until `timeoutMs`. */
+  async submitAndWait(
+    keys: DeviceKeys,
+    transactions: readonly SignedTransaction[],
+    timeoutMs = 30_000,
+  ): Promise<Outcome[]> {
+    const deadline = Date.now() + timeoutMs
+    const outcomes = await this.submit(transactions, Math.min(timeoutMs, 30_000))
+    return Promise.all(
+      outcomes.map(async (outcome) => {
+        let current = outcome
+        while (current.status === 'pending' && Date.now() < deadline) {
+          current = (await this.get(
+            keys,
+            `/v1/transactions/${outcome.id}?wait=${Math.min(30_000, deadline - Date.now())}`,
+          )) as Outcome
+        }
+        return current
+      }),
+    )
+  }
+
+  /** A read signed with a device key (RFC 9421). */
+  async get(keys: DeviceKeys, path: string): Promise<unknown> {
+    return this.#request(
+      'GET',
+      path,
+      undefined,
+      signRequest({ method: 'GET', url: path }, keys.keyId, keys.signing.secretKey),
+    )
+  }
+
+  async publicGet(path: string): Promise<unknown> {
+    return this.#request('GET', path)
+  }
+
+  async checkpoint(): Promise<string> {
+    return (await this.#request('GET', '/v1/log/checkpoint')) as string
+  }
+
+  async #request(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<unknown> {
+    let response: Response
+    try {
+      response = await fetch(this.baseUrl + path, {
+        method,
+        headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(clientTimeoutMs),
+      })
+    } catch (error) {
+      throw new VmError('node_unreachable', `cannot reach ${this.baseUrl}: ${(error as Error).message}`, {
+        status: 503,
+        cause: error,
+      })
+    }
+    const type = response.headers.get('content-type') ?? ''
+    const payload: unknown = type.includes('json') ? await response.json() : await response.text()
+    if (!response.ok) {
+      const problem = (typeof payload === 'object' && payload !== null ? payload : {}) as {
+        code?: string
+        detail?: string
+      }
+      throw new VmError(
+        problem.code ?? 'http_error',
+        problem.detail ?? `${method} ${path} answered ${response.status}`,
+        {
+          status: response.status,
+          detail: problem as Record<string, unknown>,
+        },
+      )
+    }
+    return payload
+  }
+}

@@ -1,0 +1,82 @@
+import { readFileSync, writeFileSync } from 'node:fs'
+import { VmError } from '../protocol/errors.js'
+import {
+  generateEncryptionKey,
+  generateSigningKey,
+  jwkKeyPair,
+  keyId,
+  type OkpJwk,
+  privateJwk,
+  publicJwk,
+  type SigningKeyPair,
+} from '../protocol/keys.js'
+import type { DeviceKey } from '../protocol/transaction.js'
+
+/** A device key as a file: Ed25519 signing and X25519 encryption private JWKs, and the person once known. */
+export interface KeyFile {
+  readonly v: 1
+  readonly keyId: string
+  readonly person?: string
+  readonly signing: OkpJwk
+  readonly encryption: OkpJwk
+}
+
+export interface DeviceKeys {
+  readonly keyId: string
+  readonly person: string | undefined
+  readonly signing: SigningKeyPair
+  readonly file: KeyFile
+  /** The public part, as registered in the ledger. */
+  readonly deviceKey: DeviceKey
+}
+
+export function newKeyFile(person?: string): KeyFile {
+  const signing = privateJwk('Ed25519', generateSigningKey())
+  const encryption = privateJwk('X25519', generateEncryptionKey())
+  return { v: 1, keyId: keyId(signing), ...(person === undefined ? {} : { person }), signing, encryption }
+}
+
+export function openKeyFile(file: KeyFile): DeviceKeys {
+  if (file.v !== 1 || typeof file.signing !== 'object' || typeof file.encryption !== 'object') {
+    throw new VmError('key_file_invalid', 'not a vmoney key file (expected v: 1, signing, encryption)')
+  }
+  const signing = jwkKeyPair(file.signing, 'Ed25519')
+  jwkKeyPair(file.encryption, 'X25519')
+  if (keyId(file.signing) !== file.keyId)
+    throw new VmError('key_file_invalid', 'keyId does not match the signing key')
+  const signingPublic = publicJwk('Ed25519', signing.publicKey)
+  return {
+    keyId: file.keyId,
+    person: file.person,
+    signing,
+    file,
+    deviceKey: {
+      signing: signingPublic as DeviceKey['signing'],
+      encryption: publicJwk('X25519', jwkKeyPair(file.encryption, 'X25519').publicKey) as NonNullable<
+        DeviceKey['encryption']
+      >,
+    },
+  }
+}
+
+export function readKeyFile(path: string): DeviceKeys {
+  let text: string
+  try {
+    text = readFileSync(path, 'utf8')
+  } catch (error) {
+    throw new VmError('key_file_unreadable', `cannot read key file ${path}: ${(error as Error).message}`, {
+      cause: error,
+    })
+  }
+  try {
+    return openKeyFile(JSON.parse(text) as KeyFile)
+  } catch (error) {
+    if (error instanceof VmError) throw new VmError(error.code, `${path}: ${error.message}`)
+    throw new VmError('key_file_invalid', `${path} is not a JSON key file`)
+  }
+}
+
+/** Private keys: written once, readable by the owner only. */
+export function writeKeyFile(path: string, file: KeyFile, overwrite = false): void {
+  writeFileSync(path, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: overwrite ? 'w' : 'wx' })
+}

@@ -1,0 +1,46 @@
+import type { FastifyRequest } from 'fastify'
+import { VmError } from '../../protocol/errors.js'
+import { parseRequestSignature } from '../../protocol/http-signature.js'
+import type { Role } from '../../protocol/transaction.js'
+import type { ApiContext } from './context.js'
+
+export interface Principal {
+  readonly keyId: string
+  readonly personId: string
+  readonly roles: readonly Role[]
+}
+
+const staffRoles: ReadonlySet<Role> = new Set(['admin', 'operator', 'auditor'])
+
+export function isStaff(principal: Principal): boolean {
+  return principal.roles.some((role) => staffRoles.has(role))
+}
+
+/** Checks the RFC 9421 signature of a read: a registered, unrevoked key of some person. */
+export async function authenticate(context: ApiContext, request: FastifyRequest): Promise<Principal> {
+  const parsed = parseRequestSignature(
+    { method: request.method, url: request.url },
+    {
+      'signature-input': headerValue(request.headers['signature-input']),
+      signature: headerValue(request.headers.signature),
+    },
+  )
+  const key = await context.keys.get(parsed.keyId)
+  if (key === null)
+    throw new VmError('signer_key_not_found', 'the signing key is not registered', { status: 401 })
+  if (key.revoked) throw new VmError('signer_key_revoked', 'the signing key is revoked', { status: 401 })
+  if (!parsed.verifyWith(key.publicKey)) {
+    throw new VmError('invalid_signature', 'the request signature does not verify', { status: 401 })
+  }
+  return { keyId: key.keyId, personId: key.personId, roles: key.roles }
+}
+
+/** A person reads their own data; staff read everything. */
+export function requirePerson(principal: Principal, personIds: readonly string[]): void {
+  if (isStaff(principal) || personIds.includes(principal.personId)) return
+  throw new VmError('forbidden', 'this key may not read that resource', { status: 403 })
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(', ') : value
+}

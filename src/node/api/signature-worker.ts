@@ -1,0 +1,29 @@
+import { parentPort } from 'node:worker_threads'
+import sodium from 'sodium-native'
+
+/** Verifies Ed25519 signatures with libsodium, off the event loop. */
+export interface VerifyJob {
+  readonly id: number
+  readonly messages: readonly Uint8Array[]
+  readonly signatures: readonly Uint8Array[]
+  readonly publicKeys: readonly Uint8Array[]
+}
+
+parentPort!.on('message', (job: VerifyJob) => {
+  const results = new Uint8Array(job.messages.length)
+  for (let i = 0; i < results.length; i++) {
+    const signature = job.signatures[i]!
+    const publicKey = job.publicKeys[i]!
+    results[i] =
+      signature.length === 64 &&
+      publicKey.length === 32 &&
+      sodium.crypto_sign_verify_detached(
+        Buffer.from(signature.buffer, signature.byteOffset, 64),
+        Buffer.from(job.messages[i]!),
+        Buffer.from(publicKey.buffer, publicKey.byteOffset, 32),
+      )
+        ? 1
+        : 0
+  }
+  parentPort!.postMessage({ id: job.id, results }, [results.buffer])
+})

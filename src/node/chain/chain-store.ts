@@ -1,0 +1,136 @@
+import type { Kysely, Transaction } from 'kysely'
+import { type Block, type BlockHeader, headerHash } from '../../protocol/block.js'
+import { toBase64 } from '../../protocol/encoding.js'
+import { VmError } from '../../protocol/errors.js'
+import { Frontier, frontierNodeIds, type NodeId, type NodeWrite } from '../../protocol/merkle.js'
+import { insertRows } from '../storage/batch-insert.js'
+import type { Database } from '../storage/schema.js'
+
+type Executor = Kysely<Database> | Transaction<Database>
+
+/** Leaves returned by one block or one page request. */
+export const leavesPerRequestMax = 1_000
+
+export interface LeafWrite {
+  readonly index: number
+  readonly transactionId: string
+  readonly contentHash: string
+  readonly bytes: Uint8Array
+}
+
+export interface BlockWrite {
+  readonly header: BlockHeader
+  readonly signature: string
+  /** The C2SP signed note for the log after this block. */
+  readonly checkpoint: string
+  readonly leaves: readonly LeafWrite[]
+  readonly nodes: readonly NodeWrite[]
+}
+
+export interface StoredBlockHead {
+  readonly header: BlockHeader
+  readonly signature: string
+}
+
+export async function writeBlock(trx: Executor, block: BlockWrite): Promise<void> {
+  const { header } = block
+  await trx
+    .insertInto('chain_blocks')
+    .values({
+      height: header.height,
+      header: JSON.stringify(header),
+      header_hash: toBase64(headerHash(header)),
+      signature: block.signature,
+      checkpoint: block.checkpoint,
+      first_leaf: header.firstLeaf,
+      leaf_count: header.leafCount,
+      log_size: header.logSize,
+      log_root: header.logRoot,
+      time: Date.parse(header.time),
+    })
+    .execute()
+  await insertRows(
+    trx,
+    'chain_leaves',
+    block.leaves.map((leaf) => ({
+      leaf_index: leaf.index,
+      block_height: header.height,
+      transaction_id: leaf.transactionId,
+      content_hash: leaf.contentHash,
+      leaf: Buffer.from(leaf.bytes).toString('utf8'),
+    })),
+  )
+  await insertRows(
+    trx,
+    'chain_nodes',
+    block.nodes.map((node) => ({ level: node.level, node_index: node.index, hash: node.hash })),
+  )
+}
+
+export async function latestBlock(db: Executor): Promise<StoredBlockHead | null> {
+  const row = await db
+    .selectFrom('chain_blocks')
+    .select(['header', 'signature'])
+    .orderBy('height', 'desc')
+    .limit(1)
+    .executeTakeFirst()
+  return row === undefined
+    ? null
+    : { header: JSON.parse(row.header) as BlockHeader, signature: row.signature }
+}
+
+export async function latestCheckpoint(db: Executor): Promise<string | null> {
+  const row = await db
+    .selectFrom('chain_blocks')
+    .select('checkpoint')
+    .orderBy('height', 'desc')
+    .limit(1)
+    .executeTakeFirst()
+  return row?.checkpoint ?? null
+}
+
+export async function blockAt(db: Executor, height: number): Promise<Block | null> {
+  const row = await db
+    .selectFrom('chain_blocks')
+    .select(['header', 'signature'])
+    .where('height', '=', height)
+    .executeTakeFirst()
+  if (row === undefined) return null
+  const header = JSON.parse(row.header) as BlockHeader
+  const leaves = await leafRange(db, header.firstLeaf, header.firstLeaf + header.leafCount)
+  return { header, signature: row.signature, leaves: leaves.map((leaf) => toBase64(leaf)) }
+}
+
+/** The exact bytes of the leaves [start, end). */
+export async function leafRange(db: Executor, start: number, end: number): Promise<Uint8Array[]> {
+  const rows = await db
+    .selectFrom('chain_leaves')
+    .select(['leaf_index', 'leaf'])
+    .where('leaf_index', '>=', start)
+    .where('leaf_index', '<', end)
+    .orderBy('leaf_index')
+    .execute()
+  return rows.map((row) => new Uint8Array(Buffer.from(row.leaf, 'utf8')))
+}
+
+export async function readNodes(db: Executor, ids: readonly NodeId[]): Promise<Uint8Array[]> {
+  if (ids.length === 0) return []
+  const rows = await db
+    .selectFrom('chain_nodes')
+    .select(['level', 'node_index', 'hash'])
+    .where((eb) =>
+      eb.or(ids.map((id) => eb.and([eb('level', '=', id.level), eb('node_index', '=', id.index)]))),
+    )
+    .execute()
+  const byId = new Map(rows.map((row) => [`${row.level}/${row.node_index}`, new Uint8Array(row.hash)]))
+  return ids.map((id) => {
+    const hash = byId.get(`${id.level}/${id.index}`)
+    if (hash === undefined)
+      throw new VmError('internal', `tree node ${id.level}/${id.index} is missing`, { status: 500 })
+    return hash
+  })
+}
+
+export async function loadFrontier(db: Executor, size: number): Promise<Frontier> {
+  return new Frontier(size, await readNodes(db, frontierNodeIds(size)))
+}

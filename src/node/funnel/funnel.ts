@@ -1,0 +1,336 @@
+import type { Kysely } from 'kysely'
+import type { Logger } from 'pino'
+import { type BlockHeader, genesisPrevious, headerHash, signHeader } from '../../protocol/block.js'
+import { signCheckpoint } from '../../protocol/checkpoint.js'
+import { toBase64, toHex } from '../../protocol/encoding.js'
+import { assert } from '../../protocol/errors.js'
+import { encodeLeaf } from '../../protocol/leaf.js'
+import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
+import {
+  newId,
+  nowTimestamp,
+  type SignedTransaction,
+  signedTransactionHash,
+  signTransaction,
+} from '../../protocol/transaction.js'
+import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
+import type { NodeIdentity } from '../identity.js'
+import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
+import { resultCodes, resultName } from '../ledger/result-codes.js'
+import { Ledger } from '../ledger/state-machine.js'
+import type { FunnelMetrics } from '../metrics.js'
+import type { Decision, Pool } from '../pool/pool.js'
+import type { Database } from '../storage/schema.js'
+
+/** Pool rows per block. Bounds the memory and the length of one database transaction. */
+export const blockTransactionsMax = 4_096
+/** Pending transfers expired per block. */
+export const expiriesPerBlockMax = 1_024
+/** How long the funnel sleeps when nothing wakes it; also bounds how late an expiry is written. */
+export const idleWaitMs = 1_000
+/** After a failed commit the funnel reloads its state and retries, backing off up to this. */
+export const retryWaitMsMax = 5_000
+/** A linked chain is pooled within one submission, so it never exceeds one batch. */
+export const linkedChainLengthMax = 1_024
+
+assert(linkedChainLengthMax < blockTransactionsMax, 'a whole linked chain must fit in one block')
+
+/** What a commit changed, for caches and live updates. */
+export interface Commit {
+  readonly header: BlockHeader | null
+  readonly keysChanged: boolean
+}
+
+interface PoolEntry {
+  readonly seq: number
+  readonly id: string
+  readonly signed: SignedTransaction
+  readonly contentHash: string
+  readonly linked: boolean
+}
+
+/**
+ * The single sequencer of a node (seed 000 VMTF). It takes pending pool rows in order, applies them to
+ * the in-memory ledger, and writes block, leaves, ledger effects and pool results in one database
+ * transaction. Nothing is acknowledged as decided before that commit.
+ */
+export class Funnel {
+  readonly #db: Kysely<Database>
+  readonly #pool: Pool
+  readonly #identity: NodeIdentity
+  readonly #log: Logger
+  readonly #metrics: FunnelMetrics
+  #ledger!: Ledger
+  #frontier!: Frontier
+  #head: BlockHeader | null = null
+  #cursor = 0
+  #wake: (() => void) | null = null
+  #woken = false
+  #stopping = false
+  #running: Promise<void> | null = null
+  readonly #commitListeners: ((commit: Commit) => void)[] = []
+
+  constructor(options: {
+    db: Kysely<Database>
+    pool: Pool
+    identity: NodeIdentity
+    log: Logger
+    metrics: FunnelMetrics
+  }) {
+    this.#db = options.db
+    this.#pool = options.pool
+    this.#identity = options.identity
+    this.#log = options.log
+    this.#metrics = options.metrics
+    this.#pool.onNewRows(() => this.#signal())
+  }
+
+  /** Loads the hot state from the database: ledger, log frontier, last block. */
+  async load(): Promise<void> {
+    const snapshot = await loadLedgerSnapshot(this.#db)
+    this.#ledger = Ledger.load(this.#identity.nodeId, snapshot)
+    const head = await latestBlock(this.#db)
+    this.#head = head?.header ?? null
+    this.#frontier = await loadFrontier(this.#db, this.#head?.logSize ?? 0)
+    this.#cursor = 0
+  }
+
+  get head(): BlockHeader | null {
+    return this.#head
+  }
+
+  onCommit(listener: (commit: Commit) => void): void {
+    this.#commitListeners.push(listener)
+  }
+
+  start(): void {
+    assert(this.#running === null, 'funnel started twice')
+    this.#running = this.#run()
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true
+    this.#signal()
+    await this.#running
+    this.#running = null
+  }
+
+  #signal(): void {
+    this.#woken = true
+    this.#wake?.()
+  }
+
+  async #run(): Promise<void> {
+    let failures = 0
+    while (!this.#stopping) {
+      try {
+        const processed = await this.step()
+        failures = 0
+        if (processed === 0) await this.#sleep(idleWaitMs)
+      } catch (error) {
+        failures++
+        this.#log.error({ err: error }, 'funnel step failed; reloading state from the database')
+        this.#metrics.failures.inc()
+        await this.#sleep(Math.min(retryWaitMsMax, 100 * 2 ** failures))
+        if (this.#stopping) break
+        try {
+          await this.load()
+        } catch (reloadError) {
+          this.#log.error({ err: reloadError }, 'funnel could not reload its state')
+        }
+      }
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    if (this.#woken) {
+      this.#woken = false
+      return Promise.resolve()
+    }
+    return new Promise((resolve) => {
+      const timer = setTimeout(done, ms)
+      function done() {
+        clearTimeout(timer)
+        resolve()
+      }
+      this.#wake = () => {
+        this.#wake = null
+        this.#woken = false
+        done()
+      }
+    })
+  }
+
+  /** Processes one batch; returns the number of pool rows decided. Exposed for tests. */
+  async step(): Promise<number> {
+    const entries = await this.#readPending()
+    const time = Math.max(Date.now(), this.#head === null ? 0 : Date.parse(this.#head.time))
+    const expirable = this.#ledger.expirable(time, expiriesPerBlockMax)
+    if (entries.length === 0 && expirable.length === 0) return 0
+    const started = performance.now()
+    const timeText = nowTimestamp(time)
+    const leaves: LeafWrite[] = []
+    const nodes: NodeWrite[] = []
+    const decisions: Decision[] = []
+    const firstLeaf = this.#frontier.size
+    const height = this.#head === null ? 0 : this.#head.height + 1
+
+    const appendLeaf = (signed: SignedTransaction, contentHash: string) => {
+      const bytes = encodeLeaf({ v: 1, time: timeText, signed })
+      leaves.push({ index: this.#frontier.size, transactionId: signed.tx.id, contentHash, bytes })
+      for (const node of this.#frontier.append(leafHash(bytes))) nodes.push(node)
+    }
+
+    if (expirable.length > 0) {
+      const expiry = signTransaction(
+        {
+          v: 1,
+          id: newId(),
+          node: this.#identity.nodeId,
+          created: timeText,
+          signer: this.#identity.nodeId,
+          type: 'expire_pending',
+          pending: expirable,
+        },
+        this.#identity.signing.secretKey,
+      )
+      const [code] = this.#ledger.applyChain([
+        { signed: expiry, context: { time, leaf: this.#frontier.size } },
+      ])
+      assert(code === resultCodes.ok, `the funnel's own expiry was refused: ${resultName(code!)}`)
+      appendLeaf(expiry, toHex(signedTransactionHash(expiry)))
+    }
+
+    for (let start = 0; start < entries.length; ) {
+      let end = start
+      while (entries[end]!.linked && end + 1 < entries.length) end++
+      const chain = entries.slice(start, end + 1)
+      const base = this.#frontier.size
+      const codes = this.#ledger.applyChain(
+        chain.map((entry, i) => ({ signed: entry.signed, context: { time, leaf: base + i } })),
+      )
+      chain.forEach((entry, i) => {
+        const code = codes[i]!
+        if (code === resultCodes.ok) {
+          appendLeaf(entry.signed, entry.contentHash)
+          decisions.push({
+            id: entry.id,
+            accepted: true,
+            code,
+            codeName: 'ok',
+            blockHeight: height,
+            leafIndex: base + i,
+          })
+        } else {
+          decisions.push({
+            id: entry.id,
+            accepted: false,
+            code,
+            codeName: resultName(code),
+            blockHeight: null,
+            leafIndex: null,
+          })
+        }
+      })
+      start = end + 1
+    }
+
+    const changes = this.#ledger.takeChanges()
+    let header: BlockHeader | null = null
+    let signature = ''
+    let checkpoint = ''
+    if (leaves.length > 0) {
+      header = {
+        v: 1,
+        node: this.#identity.nodeId,
+        height,
+        previous: this.#head === null ? genesisPrevious : toBase64(headerHash(this.#head)),
+        firstLeaf,
+        leafCount: leaves.length,
+        logSize: this.#frontier.size,
+        logRoot: toBase64(this.#frontier.root()),
+        time: timeText,
+      }
+      signature = signHeader(header, this.#identity.signing.secretKey)
+      checkpoint = signCheckpoint(
+        { origin: this.#identity.origin, size: header.logSize, root: this.#frontier.root(), extensions: [] },
+        this.#identity.origin,
+        this.#identity.signing.secretKey,
+      )
+    }
+    const seqs = entries.map((e) => e.seq)
+    await this.#db.transaction().execute(async (trx) => {
+      if (header !== null) await writeBlock(trx, { header, signature, checkpoint, leaves, nodes })
+      await writeLedgerChanges(trx, changes)
+      await writeDecisions(trx, entries, decisions, time)
+    })
+    this.#cursor = Math.max(this.#cursor, ...seqs.slice(-1))
+    if (header !== null) this.#head = header
+    this.#pool.announce(decisions)
+    this.#metrics.observeBlock(decisions, leaves.length, performance.now() - started)
+    const commit: Commit = { header, keysChanged: changes.keys.length > 0 || changes.persons.length > 0 }
+    for (const listener of this.#commitListeners) listener(commit)
+    return entries.length
+  }
+
+  async #readPending(): Promise<PoolEntry[]> {
+    const read = (after: number, limit: number) =>
+      this.#db
+        .selectFrom('pool')
+        .select(['seq', 'id', 'signed', 'content_hash', 'linked'])
+        .where('status', '=', 'pending')
+        .where('seq', '>', after)
+        .orderBy('seq')
+        .limit(limit)
+        .execute()
+    const rows = await read(this.#cursor, blockTransactionsMax)
+    // Never cut a linked chain in two: it is applied all or nothing.
+    while (rows.length > 0 && rows.at(-1)!.linked === 1) {
+      const more = await read(rows.at(-1)!.seq, linkedChainLengthMax)
+      if (more.length === 0) break
+      rows.push(...more.slice(0, more.findIndex((r) => r.linked === 0) + 1 || more.length))
+    }
+    return rows.map((row) => ({
+      seq: row.seq,
+      id: row.id,
+      signed: JSON.parse(row.signed) as SignedTransaction,
+      contentHash: row.content_hash,
+      linked: row.linked === 1,
+    }))
+  }
+}
+
+async function writeDecisions(
+  trx: Kysely<Database>,
+  entries: readonly PoolEntry[],
+  decisions: readonly Decision[],
+  time: number,
+): Promise<void> {
+  // Few statements per block: one for the accepted rows, one per distinct rejection code.
+  const groups = new Map<string, { decision: Decision; seqs: number[] }>()
+  decisions.forEach((decision, i) => {
+    const key = decision.accepted ? 'accepted' : `rejected:${decision.code}`
+    let group = groups.get(key)
+    if (group === undefined) {
+      group = { decision, seqs: [] }
+      groups.set(key, group)
+    }
+    group.seqs.push(entries[i]!.seq)
+  })
+  const chunk = 10_000
+  for (const { decision, seqs } of groups.values()) {
+    for (let start = 0; start < seqs.length; start += chunk) {
+      await trx
+        .updateTable('pool')
+        .set({
+          status: decision.accepted ? 'accepted' : 'rejected',
+          code: decision.code,
+          code_name: decision.codeName,
+          block_height: decision.blockHeight,
+          decided_at: time,
+        })
+        .where('seq', 'in', seqs.slice(start, start + chunk))
+        .execute()
+    }
+  }
+}

@@ -1,0 +1,120 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import type { Kysely } from 'kysely'
+import { fromBase64, toBase64 } from '../protocol/encoding.js'
+import { VmError } from '../protocol/errors.js'
+import { generateSigningKey, keyId, type OkpJwk, publicJwk, type SigningKeyPair } from '../protocol/keys.js'
+import type { Database } from './storage/schema.js'
+
+/** AES-256-GCM: 32-byte key, 12-byte nonce, 16-byte tag. */
+const masterKeySize = 32
+const nonceSize = 12
+const tagSize = 16
+
+export interface MasterKey {
+  readonly key: Uint8Array
+  readonly source: 'environment' | 'file'
+  readonly file?: string
+}
+
+/**
+ * The master key encrypts the node's private keys at rest. It comes from VMONEY_MASTER_KEY (base64,
+ * 32 bytes) or, when that is unset, from a key file created once with mode 0600.
+ */
+export function loadMasterKey(fromEnvironment: string | undefined, dataDir: string): MasterKey {
+  if (fromEnvironment !== undefined && fromEnvironment !== '') {
+    let key: Uint8Array
+    try {
+      key = fromBase64(fromEnvironment)
+    } catch {
+      throw new VmError('config_invalid', 'VMONEY_MASTER_KEY must be base64 of 32 bytes')
+    }
+    if (key.length !== masterKeySize)
+      throw new VmError('config_invalid', 'VMONEY_MASTER_KEY must be base64 of 32 bytes')
+    return { key, source: 'environment' }
+  }
+  const file = join(dataDir, 'master.key')
+  if (!existsSync(file)) {
+    mkdirSync(dirname(file), { recursive: true })
+    writeFileSync(file, `${toBase64(randomBytes(masterKeySize))}\n`, { mode: 0o600, flag: 'wx' })
+  }
+  const key = fromBase64(readFileSync(file, 'utf8').trim())
+  if (key.length !== masterKeySize)
+    throw new VmError('config_invalid', `${file} does not hold a 32-byte base64 key`)
+  return { key, source: 'file', file }
+}
+
+export function sealSecret(masterKey: Uint8Array, plaintext: Uint8Array, label: string): string {
+  const nonce = randomBytes(nonceSize)
+  const cipher = createCipheriv('aes-256-gcm', masterKey, nonce)
+  cipher.setAAD(Buffer.from(label))
+  const body = Buffer.concat([cipher.update(plaintext), cipher.final()])
+  return toBase64(Buffer.concat([nonce, body, cipher.getAuthTag()]))
+}
+
+export function openSecret(masterKey: Uint8Array, sealed: string, label: string): Uint8Array {
+  const bytes = fromBase64(sealed)
+  const decipher = createDecipheriv('aes-256-gcm', masterKey, bytes.subarray(0, nonceSize))
+  decipher.setAAD(Buffer.from(label))
+  decipher.setAuthTag(bytes.subarray(bytes.length - tagSize))
+  try {
+    return Buffer.concat([
+      decipher.update(bytes.subarray(nonceSize, bytes.length - tagSize)),
+      decipher.final(),
+    ])
+  } catch (error) {
+    throw new VmError(
+      'master_key_mismatch',
+      'cannot decrypt the node keys: wrong master key for this database',
+      {
+        status: 500,
+        cause: error,
+      },
+    )
+  }
+}
+
+export interface NodeIdentity {
+  readonly nodeId: string
+  readonly origin: string
+  readonly signing: SigningKeyPair
+  readonly signingJwk: OkpJwk
+}
+
+const signingKeySetting = 'node_signing_key'
+
+/** Loads the node's signing key, creating it on first start. Returns whether it was created. */
+export async function loadOrCreateIdentity(
+  db: Kysely<Database>,
+  masterKey: MasterKey,
+): Promise<{ identity: NodeIdentity; created: boolean }> {
+  const row = await db
+    .selectFrom('node_settings')
+    .select('value')
+    .where('name', '=', signingKeySetting)
+    .executeTakeFirst()
+  let signing: SigningKeyPair
+  let created = false
+  if (row === undefined) {
+    signing = generateSigningKey()
+    const stored = JSON.stringify({
+      publicKey: toBase64(signing.publicKey),
+      secretKey: sealSecret(masterKey.key, signing.secretKey, signingKeySetting),
+    })
+    await db
+      .insertInto('node_settings')
+      .values({ name: signingKeySetting, value: stored, updated_at: Date.now() })
+      .execute()
+    created = true
+  } else {
+    const stored = JSON.parse(row.value) as { publicKey: string; secretKey: string }
+    signing = {
+      publicKey: fromBase64(stored.publicKey),
+      secretKey: openSecret(masterKey.key, stored.secretKey, signingKeySetting),
+    }
+  }
+  const signingJwk = publicJwk('Ed25519', signing.publicKey)
+  const nodeId = keyId(signingJwk)
+  return { identity: { nodeId, origin: `vmoney/${nodeId}`, signing, signingJwk }, created }
+}

@@ -1,0 +1,303 @@
+import type { Kysely } from 'kysely'
+import { VmError } from '../../protocol/errors.js'
+import { insertRows } from '../storage/batch-insert.js'
+import type { Database } from '../storage/schema.js'
+
+/** Transactions accepted into the pool but not yet decided; past it the api answers 503. */
+export const poolPendingMax = 200_000
+/** Clients that may wait on outcomes at once; past it waits answer at once with the current state. */
+export const waitersMax = 50_000
+export const waitMsMax = 30_000
+export const retryAfterSeconds = 1
+
+export interface PoolRow {
+  readonly id: string
+  readonly contentHash: string
+  readonly signed: string
+  readonly type: string
+  readonly signer: string
+  readonly linked: boolean
+}
+
+export type OutcomeStatus = 'pending' | 'accepted' | 'rejected'
+
+export interface Outcome {
+  readonly id: string
+  readonly status: OutcomeStatus
+  readonly code?: string
+  readonly codeNumber?: number
+  readonly blockHeight?: number
+  readonly leafIndex?: number
+}
+
+export interface Decision {
+  readonly id: string
+  readonly accepted: boolean
+  readonly code: number
+  readonly codeName: string
+  readonly blockHeight: number | null
+  readonly leafIndex: number | null
+}
+
+interface Submission {
+  readonly rows: readonly PoolRow[]
+  resolve(outcomes: Outcome[]): void
+  reject(error: unknown): void
+}
+
+/**
+ * The transaction pool (seed 000 VMTPDB). Submissions arriving together are written in one database
+ * transaction (group commit); each caller learns its outcome only after that commit is durable.
+ */
+export class Pool {
+  readonly #db: Kysely<Database>
+  #queue: Submission[] = []
+  #flushing = false
+  #pendingCount = 0
+  readonly #waiters = new Map<string, Set<(outcome: Outcome) => void>>()
+  #waiterCount = 0
+  #onNewRows: () => void = () => {}
+
+  constructor(db: Kysely<Database>) {
+    this.#db = db
+  }
+
+  async start(): Promise<void> {
+    const row = await this.#db
+      .selectFrom('pool')
+      .select((eb) => eb.fn.countAll<number>().as('count'))
+      .where('status', '=', 'pending')
+      .executeTakeFirstOrThrow()
+    this.#pendingCount = Number(row.count)
+  }
+
+  /** The funnel registers here to be woken when rows arrive. */
+  onNewRows(listener: () => void): void {
+    this.#onNewRows = listener
+  }
+
+  get pendingCount(): number {
+    return this.#pendingCount
+  }
+
+  /**
+   * Adds a batch atomically: every row is new (inserted), or identical to one already pooled (its current
+   * outcome is returned). An id already pooled with other bytes refuses the whole batch.
+   */
+  submit(rows: readonly PoolRow[]): Promise<Outcome[]> {
+    if (this.#pendingCount + rows.length > poolPendingMax) {
+      return Promise.reject(
+        new VmError('overloaded', 'the pool is full; retry later', {
+          status: 503,
+          detail: { retryAfterSeconds },
+        }),
+      )
+    }
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ rows, resolve, reject })
+      if (!this.#flushing) setImmediate(() => void this.#flush())
+      this.#flushing = true
+    })
+  }
+
+  async #flush(): Promise<void> {
+    while (this.#queue.length > 0) {
+      const batch = this.#queue
+      this.#queue = []
+      try {
+        await this.#write(batch)
+      } catch (error) {
+        for (const submission of batch) submission.reject(error)
+      }
+    }
+    this.#flushing = false
+  }
+
+  async #write(batch: readonly Submission[]): Promise<void> {
+    const ids = batch.flatMap((s) => s.rows.map((r) => r.id))
+    const existing = new Map<string, { contentHash: string; outcome: Outcome }>()
+    for (const row of await this.#rowsById(ids))
+      existing.set(row.id, { contentHash: row.contentHash, outcome: row.outcome })
+    const inserts: PoolRow[] = []
+    const results: (Outcome[] | VmError)[] = []
+    const now = Date.now()
+    for (const submission of batch) {
+      const outcomes: Outcome[] = []
+      let conflict: VmError | null = null
+      const fresh: PoolRow[] = []
+      for (const row of submission.rows) {
+        const known = existing.get(row.id)
+        if (known === undefined) {
+          fresh.push(row)
+          outcomes.push({ id: row.id, status: 'pending' })
+        } else if (known.contentHash !== row.contentHash) {
+          conflict = new VmError(
+            'exists_with_different_fields',
+            `transaction ${row.id} exists with other contents`,
+            {
+              status: 409,
+              detail: { id: row.id },
+            },
+          )
+          break
+        } else {
+          outcomes.push(known.outcome)
+        }
+      }
+      // A linked chain is pooled whole or not at all: it must stay contiguous in the pool.
+      if (
+        conflict === null &&
+        fresh.length > 0 &&
+        fresh.length < submission.rows.length &&
+        submission.rows.some((r) => r.linked)
+      ) {
+        conflict = new VmError(
+          'linked_chain_partially_pooled',
+          'part of this linked chain is already pooled; resubmit it exactly',
+          {
+            status: 409,
+          },
+        )
+      }
+      if (conflict !== null) {
+        results.push(conflict)
+        continue
+      }
+      for (const row of fresh) {
+        existing.set(row.id, { contentHash: row.contentHash, outcome: { id: row.id, status: 'pending' } })
+        inserts.push(row)
+      }
+      results.push(outcomes)
+    }
+    if (inserts.length > 0) {
+      await this.#db.transaction().execute(async (trx) => {
+        await insertRows(
+          trx,
+          'pool',
+          inserts.map((row) => ({
+            id: row.id,
+            content_hash: row.contentHash,
+            signed: row.signed,
+            type: row.type,
+            signer: row.signer,
+            linked: row.linked ? 1 : 0,
+            status: 'pending' as const,
+            code: null,
+            code_name: null,
+            block_height: null,
+            received_at: now,
+            decided_at: null,
+          })),
+        )
+      })
+      this.#pendingCount += inserts.length
+      this.#onNewRows()
+    }
+    batch.forEach((submission, i) => {
+      const result = results[i]!
+      if (result instanceof VmError) submission.reject(result)
+      else submission.resolve(result)
+    })
+  }
+
+  async #rowsById(
+    ids: readonly string[],
+  ): Promise<{ id: string; contentHash: string; signed: string; outcome: Outcome }[]> {
+    const out: { id: string; contentHash: string; signed: string; outcome: Outcome }[] = []
+    const chunk = 500
+    for (let start = 0; start < ids.length; start += chunk) {
+      const rows = await this.#db
+        .selectFrom('pool')
+        .leftJoin('chain_leaves', 'chain_leaves.transaction_id', 'pool.id')
+        .select([
+          'pool.id',
+          'pool.content_hash',
+          'signed',
+          'status',
+          'code',
+          'code_name',
+          'pool.block_height',
+          'leaf_index',
+        ])
+        .where('pool.id', 'in', ids.slice(start, start + chunk))
+        .execute()
+      for (const row of rows)
+        out.push({ id: row.id, contentHash: row.content_hash, signed: row.signed, outcome: toOutcome(row) })
+    }
+    return out
+  }
+
+  async outcome(id: string): Promise<{ outcome: Outcome; signed: string } | null> {
+    const [row] = await this.#rowsById([id])
+    return row === undefined ? null : { outcome: row.outcome, signed: row.signed }
+  }
+
+  /** Resolves with the outcome once decided, or the pending outcome when `waitMs` passes. */
+  async waitFor(id: string, waitMs: number): Promise<Outcome | null> {
+    const current = await this.outcome(id)
+    if (
+      current === null ||
+      current.outcome.status !== 'pending' ||
+      waitMs <= 0 ||
+      this.#waiterCount >= waitersMax
+    ) {
+      return current?.outcome ?? null
+    }
+    return new Promise((resolve) => {
+      let set = this.#waiters.get(id)
+      if (set === undefined) {
+        set = new Set()
+        this.#waiters.set(id, set)
+      }
+      const waiters = set
+      this.#waiterCount++
+      const done = (outcome: Outcome) => {
+        clearTimeout(timer)
+        waiters.delete(done)
+        if (waiters.size === 0) this.#waiters.delete(id)
+        this.#waiterCount--
+        resolve(outcome)
+      }
+      const timer = setTimeout(() => done(current.outcome), Math.min(waitMs, waitMsMax))
+      waiters.add(done)
+    })
+  }
+
+  /** Called by the funnel after its commit: wakes the waiting clients. */
+  announce(decisions: readonly Decision[]): void {
+    this.#pendingCount -= decisions.length
+    for (const decision of decisions) {
+      const waiters = this.#waiters.get(decision.id)
+      if (waiters === undefined) continue
+      const outcome = decisionOutcome(decision)
+      for (const wake of [...waiters]) wake(outcome)
+    }
+  }
+}
+
+export function decisionOutcome(decision: Decision): Outcome {
+  return decision.accepted
+    ? {
+        id: decision.id,
+        status: 'accepted',
+        blockHeight: decision.blockHeight!,
+        leafIndex: decision.leafIndex!,
+      }
+    : { id: decision.id, status: 'rejected', code: decision.codeName, codeNumber: decision.code }
+}
+
+function toOutcome(row: {
+  id: string
+  status: OutcomeStatus
+  code: number | null
+  code_name: string | null
+  block_height: number | null
+  leaf_index: number | null
+}): Outcome {
+  if (row.status === 'accepted') {
+    return { id: row.id, status: 'accepted', blockHeight: row.block_height!, leafIndex: row.leaf_index! }
+  }
+  if (row.status === 'rejected')
+    return { id: row.id, status: 'rejected', code: row.code_name!, codeNumber: row.code! }
+  return { id: row.id, status: 'pending' }
+}

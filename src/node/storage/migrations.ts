@@ -1,0 +1,174 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
+import { VmError } from '../../protocol/errors.js'
+
+/**
+ * Versioned migrations, applied at start and by `vmoney migrate`. Each is written once with Kysely's
+ * schema builder; where SQL differs between dialects the difference lives here and nowhere else.
+ */
+const amountColumn = 'text'
+
+const migrations: Record<string, Migration> = {
+  '0001-core': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('pool')
+        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('id', 'text', (c) => c.notNull().unique())
+        .addColumn('content_hash', 'text', (c) => c.notNull())
+        .addColumn('signed', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('signer', 'text', (c) => c.notNull())
+        .addColumn('linked', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text', (c) => c.notNull())
+        .addColumn('code', 'integer')
+        .addColumn('code_name', 'text')
+        .addColumn('block_height', 'integer')
+        .addColumn('received_at', 'integer', (c) => c.notNull())
+        .addColumn('decided_at', 'integer')
+        .execute()
+      await db.schema.createIndex('pool_status_seq').on('pool').columns(['status', 'seq']).execute()
+      await db.schema.createIndex('pool_content_hash').on('pool').column('content_hash').execute()
+
+      await db.schema
+        .createTable('chain_blocks')
+        .addColumn('height', 'integer', (c) => c.primaryKey())
+        .addColumn('header', 'text', (c) => c.notNull())
+        .addColumn('header_hash', 'text', (c) => c.notNull().unique())
+        .addColumn('signature', 'text', (c) => c.notNull())
+        .addColumn('checkpoint', 'text', (c) => c.notNull())
+        .addColumn('first_leaf', 'integer', (c) => c.notNull())
+        .addColumn('leaf_count', 'integer', (c) => c.notNull())
+        .addColumn('log_size', 'integer', (c) => c.notNull())
+        .addColumn('log_root', 'text', (c) => c.notNull())
+        .addColumn('time', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('chain_leaves')
+        .addColumn('leaf_index', 'integer', (c) => c.primaryKey())
+        .addColumn('block_height', 'integer', (c) => c.notNull())
+        .addColumn('transaction_id', 'text', (c) => c.notNull().unique())
+        .addColumn('content_hash', 'text', (c) => c.notNull())
+        .addColumn('leaf', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createIndex('chain_leaves_content_hash')
+        .on('chain_leaves')
+        .column('content_hash')
+        .execute()
+      await db.schema
+        .createTable('chain_nodes')
+        .addColumn('level', 'integer', (c) => c.notNull())
+        .addColumn('node_index', 'integer', (c) => c.notNull())
+        .addColumn('hash', 'blob', (c) => c.notNull())
+        .addPrimaryKeyConstraint('chain_nodes_pk', ['level', 'node_index'])
+        .execute()
+
+      await db.schema
+        .createTable('ledger_persons')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('person', 'text', (c) => c.notNull())
+        .addColumn('roles', 'text', (c) => c.notNull())
+        .addColumn('kyc', 'text', (c) => c.notNull())
+        .addColumn('created_leaf', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('ledger_keys')
+        .addColumn('key_id', 'text', (c) => c.primaryKey())
+        .addColumn('person_id', 'text', (c) => c.notNull())
+        .addColumn('device_key', 'text', (c) => c.notNull())
+        .addColumn('revoked', 'integer', (c) => c.notNull())
+        .addColumn('added_leaf', 'integer', (c) => c.notNull())
+        .addColumn('revoked_leaf', 'integer')
+        .execute()
+      await db.schema.createIndex('ledger_keys_person').on('ledger_keys').column('person_id').execute()
+      await db.schema
+        .createTable('ledger_assets')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('issuer', 'text', (c) => c.notNull())
+        .addColumn('scale', 'integer', (c) => c.notNull())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('created_leaf', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createTable('ledger_accounts')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('owner', 'text', (c) => c.notNull())
+        .addColumn('asset', 'text', (c) => c.notNull())
+        .addColumn('flags', 'text', (c) => c.notNull())
+        .addColumn('issuance_limit', amountColumn)
+        .addColumn('debits_pending', amountColumn, (c) => c.notNull())
+        .addColumn('debits_posted', amountColumn, (c) => c.notNull())
+        .addColumn('credits_pending', amountColumn, (c) => c.notNull())
+        .addColumn('credits_posted', amountColumn, (c) => c.notNull())
+        .addColumn('closed', 'integer', (c) => c.notNull())
+        .addColumn('created_leaf', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema.createIndex('ledger_accounts_owner').on('ledger_accounts').column('owner').execute()
+      await db.schema
+        .createTable('ledger_transfers')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('debit', 'text', (c) => c.notNull())
+        .addColumn('credit', 'text', (c) => c.notNull())
+        .addColumn('asset', 'text', (c) => c.notNull())
+        .addColumn('amount', amountColumn, (c) => c.notNull())
+        .addColumn('state', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'integer')
+        .addColumn('posted_amount', amountColumn)
+        .addColumn('memo', 'text')
+        .addColumn('leaf', 'integer', (c) => c.notNull())
+        .addColumn('time', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema.createIndex('ledger_transfers_state').on('ledger_transfers').column('state').execute()
+      await db.schema
+        .createTable('ledger_entries')
+        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('account', 'text', (c) => c.notNull())
+        .addColumn('leaf', 'integer', (c) => c.notNull())
+        .addColumn('transaction_id', 'text', (c) => c.notNull())
+        .addColumn('transfer_id', 'text', (c) => c.notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('phase', 'text', (c) => c.notNull())
+        .addColumn('amount', amountColumn, (c) => c.notNull())
+        .addColumn('time', 'integer', (c) => c.notNull())
+        .execute()
+      await db.schema
+        .createIndex('ledger_entries_account_seq')
+        .on('ledger_entries')
+        .columns(['account', 'seq'])
+        .execute()
+
+      await db.schema
+        .createTable('node_settings')
+        .addColumn('name', 'text', (c) => c.primaryKey())
+        .addColumn('value', 'text', (c) => c.notNull())
+        .addColumn('updated_at', 'integer', (c) => c.notNull())
+        .execute()
+    },
+  },
+}
+
+class StaticMigrationProvider implements MigrationProvider {
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations
+  }
+}
+
+export async function migrateToLatest(db: Kysely<unknown>): Promise<readonly string[]> {
+  const migrator = new Migrator({ db, provider: new StaticMigrationProvider() })
+  const { error, results } = await migrator.migrateToLatest()
+  if (error !== undefined) {
+    throw new VmError(
+      'migration_failed',
+      `database migration failed: ${String((error as Error).message ?? error)}`,
+      {
+        status: 500,
+        cause: error,
+      },
+    )
+  }
+  return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
+}
+
+export const latestMigration = Object.keys(migrations).at(-1)!
+export { sql }

@@ -1,0 +1,134 @@
+import type { ColumnType, Generated } from 'kysely'
+
+/**
+ * Table types of the node's database. Balances and amounts are decimal strings in code at this layer
+ * (exact NUMERIC/DECIMAL columns on servers, TEXT on SQLite, which has no 128-bit integers).
+ */
+export interface PoolTable {
+  seq: Generated<number>
+  id: string
+  content_hash: string
+  signed: string
+  type: string
+  signer: string
+  linked: number
+  status: 'pending' | 'accepted' | 'rejected'
+  code: number | null
+  code_name: string | null
+  block_height: number | null
+  received_at: number
+  decided_at: number | null
+}
+
+export interface BlockTable {
+  height: number
+  header: string
+  header_hash: string
+  signature: string
+  checkpoint: string
+  first_leaf: number
+  leaf_count: number
+  log_size: number
+  log_root: string
+  time: number
+}
+
+export interface LeafTable {
+  leaf_index: number
+  block_height: number
+  transaction_id: string
+  content_hash: string
+  leaf: string
+}
+
+export interface TreeNodeTable {
+  level: number
+  node_index: number
+  hash: Uint8Array
+}
+
+export interface PersonTable {
+  id: string
+  kind: string
+  person: string
+  roles: string
+  kyc: string
+  created_leaf: number
+}
+
+export interface KeyTable {
+  key_id: string
+  person_id: string
+  device_key: string
+  revoked: number
+  added_leaf: number
+  revoked_leaf: number | null
+}
+
+export interface AssetTable {
+  id: string
+  issuer: string
+  scale: number
+  name: string
+  created_leaf: number
+}
+
+export interface AccountTable {
+  id: string
+  owner: string
+  asset: string
+  flags: string
+  issuance_limit: string | null
+  debits_pending: string
+  debits_posted: string
+  credits_pending: string
+  credits_posted: string
+  closed: number
+  created_leaf: number
+}
+
+export interface TransferTable {
+  id: string
+  debit: string
+  credit: string
+  asset: string
+  amount: string
+  state: string
+  expires_at: number | null
+  posted_amount: string | null
+  memo: string | null
+  leaf: number
+  time: number
+}
+
+export interface EntryTable {
+  seq: Generated<number>
+  account: string
+  leaf: number
+  transaction_id: string
+  transfer_id: string
+  kind: string
+  phase: string
+  amount: string
+  time: number
+}
+
+export interface NodeSettingTable {
+  name: string
+  value: string
+  updated_at: ColumnType<number, number, number>
+}
+
+export interface Database {
+  pool: PoolTable
+  chain_blocks: BlockTable
+  chain_leaves: LeafTable
+  chain_nodes: TreeNodeTable
+  ledger_persons: PersonTable
+  ledger_keys: KeyTable
+  ledger_assets: AssetTable
+  ledger_accounts: AccountTable
+  ledger_transfers: TransferTable
+  ledger_entries: EntryTable
+  node_settings: NodeSettingTable
+}

@@ -1,0 +1,82 @@
+import { ed25519, x25519 } from '@noble/curves/ed25519.js'
+import { canonicalBytes } from './canonical.js'
+import { fromBase64Url, toBase64Url } from './encoding.js'
+import { VmError } from './errors.js'
+import { sha256 } from './hash.js'
+
+/** Public keys travel as JWK (RFC 8037 OKP). Private JWKs carry `d`. */
+export interface OkpJwk {
+  readonly kty: 'OKP'
+  readonly crv: 'Ed25519' | 'X25519'
+  readonly x: string
+  readonly d?: string
+}
+
+export interface SigningKeyPair {
+  readonly publicKey: Uint8Array
+  readonly secretKey: Uint8Array
+}
+
+export const ed25519PublicKeySize = 32
+export const ed25519SignatureSize = 64
+
+export function generateSigningKey(): SigningKeyPair {
+  const secretKey = ed25519.utils.randomSecretKey()
+  return { secretKey, publicKey: ed25519.getPublicKey(secretKey) }
+}
+
+export function generateEncryptionKey(): SigningKeyPair {
+  const secretKey = x25519.utils.randomSecretKey()
+  return { secretKey, publicKey: x25519.getPublicKey(secretKey) }
+}
+
+export function sign(message: Uint8Array, secretKey: Uint8Array): Uint8Array {
+  return ed25519.sign(message, secretKey)
+}
+
+/** Pure-JS verification that runs in any JavaScript engine; servers may use a faster Ed25519Verifier. */
+export function verify(signature: Uint8Array, message: Uint8Array, publicKey: Uint8Array): boolean {
+  if (signature.length !== ed25519SignatureSize || publicKey.length !== ed25519PublicKeySize) return false
+  try {
+    return ed25519.verify(signature, message, publicKey)
+  } catch {
+    return false
+  }
+}
+
+export function publicJwk(crv: OkpJwk['crv'], publicKey: Uint8Array): OkpJwk {
+  return { kty: 'OKP', crv, x: toBase64Url(publicKey) }
+}
+
+export function privateJwk(crv: OkpJwk['crv'], pair: SigningKeyPair): OkpJwk {
+  return { kty: 'OKP', crv, x: toBase64Url(pair.publicKey), d: toBase64Url(pair.secretKey) }
+}
+
+/** Decodes and checks an OKP JWK of the expected curve; returns the raw public key. */
+export function jwkPublicKey(jwk: OkpJwk, crv: OkpJwk['crv']): Uint8Array {
+  if (jwk.kty !== 'OKP' || jwk.crv !== crv) throw new VmError('invalid_key', `expected an OKP ${crv} JWK`)
+  const key = fromBase64Url(jwk.x)
+  if (key.length !== 32) throw new VmError('invalid_key', `${crv} public key must be 32 bytes`)
+  if (crv === 'Ed25519') {
+    try {
+      ed25519.Point.fromBytes(key)
+    } catch {
+      throw new VmError('invalid_key', 'Ed25519 public key is not a curve point')
+    }
+  }
+  return key
+}
+
+export function jwkKeyPair(jwk: OkpJwk, crv: OkpJwk['crv']): SigningKeyPair {
+  const publicKey = jwkPublicKey(jwk, crv)
+  if (jwk.d === undefined) throw new VmError('invalid_key', 'the key file holds no private key')
+  const secretKey = fromBase64Url(jwk.d)
+  const derived = crv === 'Ed25519' ? ed25519.getPublicKey(secretKey) : x25519.getPublicKey(secretKey)
+  if (toBase64Url(derived) !== jwk.x) throw new VmError('invalid_key', 'private and public key do not match')
+  return { publicKey, secretKey }
+}
+
+/** Key id: the RFC 7638 JWK thumbprint (SHA-256, base64url) of the public key. */
+export function keyId(jwk: OkpJwk): string {
+  return toBase64Url(sha256(canonicalBytes({ crv: jwk.crv, kty: jwk.kty, x: jwk.x })))
+}

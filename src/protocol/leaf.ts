@@ -1,0 +1,35 @@
+import { canonicalBytes } from './canonical.js'
+import { fromUtf8 } from './encoding.js'
+import { VmError } from './errors.js'
+import { type SignedTransaction, validateSignedTransaction } from './transaction.js'
+
+/**
+ * A leaf of the log: an accepted transaction as the client signed it, and the block time at which the
+ * funnel applied it. Its RFC 8785 bytes are what the leaf hash covers, so anyone can re-apply the
+ * log and get the same ledger.
+ */
+export interface Leaf {
+  readonly v: 1
+  readonly time: string
+  readonly signed: SignedTransaction
+}
+
+export function encodeLeaf(leaf: Leaf): Uint8Array {
+  return canonicalBytes(leaf)
+}
+
+export function decodeLeaf(bytes: Uint8Array): Leaf {
+  let value: unknown
+  try {
+    value = JSON.parse(fromUtf8(bytes))
+  } catch (error) {
+    throw new VmError('leaf_malformed', 'leaf is not UTF-8 JSON', { cause: error })
+  }
+  if (typeof value !== 'object' || value === null)
+    throw new VmError('leaf_malformed', 'leaf is not an object')
+  const { v, time, signed, ...rest } = value as Record<string, unknown>
+  if (v !== 1 || typeof time !== 'string' || Number.isNaN(Date.parse(time)) || Object.keys(rest).length > 0) {
+    throw new VmError('leaf_malformed', 'leaf must be {v: 1, time, signed}')
+  }
+  return { v: 1, time, signed: validateSignedTransaction(signed) }
+}

@@ -1,0 +1,32 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { NodeClient } from '../client/client.js'
+import { readKeyFile } from '../client/key-file.js'
+import { loadConfig } from '../node/config.js'
+import { createLogger, type RunningNode, startNode } from '../node/node.js'
+
+/** A real node on a fresh SQLite file and a free loopback port, for tests. */
+export async function startTestNode(): Promise<{
+  node: RunningNode
+  client: NodeClient
+  dataDir: string
+  admin: ReturnType<typeof readKeyFile>
+  close(): Promise<void>
+}> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-test-'))
+  const config = loadConfig({ dataDir, port: '0', logLevel: 'silent' }, {})
+  const node = await startNode(config, createLogger('silent'))
+  const client = new NodeClient(node.url)
+  const admin = readKeyFile(node.adminKeyFile)
+  return {
+    node,
+    client,
+    dataDir,
+    admin,
+    async close() {
+      await node.close()
+      rmSync(dataDir, { recursive: true, force: true })
+    },
+  }
+}
