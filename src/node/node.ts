@@ -53,9 +53,9 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const masterKey = loadMasterKey(config.masterKey, config.dataDir)
   log.info(
     masterKey.source === 'environment'
-      ? { masterKey: 'VMONEY_MASTER_KEY' }
+      ? { masterKeySource: 'VMONEY_MASTER_KEY' }
       : {
-          masterKey: masterKey.file,
+          masterKeyFile: masterKey.file,
           note: 'private keys are encrypted under this key file; keep it apart from backups of the database',
         },
     'master key loaded',

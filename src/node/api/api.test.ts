@@ -10,7 +10,7 @@ import type { VmError } from '../../protocol/errors.js'
 import { signRequest } from '../../protocol/http-signature.js'
 import { leafHash, verifyConsistency, verifyInclusion } from '../../protocol/merkle.js'
 import { newId, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
-import { startTestNode } from '../../testing/test-node.js'
+import { startTestNode } from '../../testing/node-harness.js'
 import { audit } from '../audit.js'
 import { type DemoWorld, seedDemo } from '../demo.js'
 

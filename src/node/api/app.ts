@@ -49,6 +49,11 @@ export async function buildApp(context: ApiContext, logger: Logger | false): Pro
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 
+  // Fastify logs two info lines per request; at thousands of requests per second that drowns the log,
+  // so request logs start at warn (errors are logged by the error handler).
+  app.addHook('onRoute', (route) => {
+    route.logLevel ??= 'warn'
+  })
   // The api speaks JSON only: anything else is refused with 415 rather than parsed as text.
   app.removeContentTypeParser('text/plain')
   app.setErrorHandler((error, request, reply) => sendProblem(error as Error, request, reply))
