@@ -2,16 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import pino, { type Logger } from 'pino'
 import { newKeyFile, openKeyFile, writeKeyFile } from '../client/key-file.js'
-import { canonicalize } from '../protocol/canonical.js'
 import { noteVerifierKey } from '../protocol/checkpoint.js'
-import { toHex } from '../protocol/encoding.js'
-import {
-  newId,
-  nowTimestamp,
-  type Person,
-  signedTransactionHash,
-  signTransaction,
-} from '../protocol/transaction.js'
+import { newId, nowTimestamp, type Person, signTransaction } from '../protocol/transaction.js'
 import { buildApp } from './api/app.js'
 import type { ApiContext } from './api/context.js'
 import { KeyDirectory } from './api/key-directory.js'
@@ -20,7 +12,7 @@ import type { NodeConfig } from './config.js'
 import { Funnel } from './funnel/funnel.js'
 import { loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
 import { createMetrics } from './metrics.js'
-import { Pool } from './pool/pool.js'
+import { Pool, poolRow } from './pool/pool.js'
 import { type NodeDatabase, openDatabase, redactUrl } from './storage/database.js'
 
 export interface RunningNode {
@@ -141,12 +133,5 @@ function genesisRow(identity: NodeIdentity, adminKeyFile: string) {
     },
     identity.signing.secretKey,
   )
-  return {
-    id: signed.tx.id,
-    contentHash: toHex(signedTransactionHash(signed)),
-    signed: canonicalize(signed),
-    type: 'genesis',
-    signer: identity.nodeId,
-    linked: false,
-  }
+  return poolRow(signed)
 }

@@ -1,4 +1,3 @@
-import { canonicalBytes } from './canonical.js'
 import { fromUtf8 } from './encoding.js'
 import { VmError } from './errors.js'
 import { type SignedTransaction, validateSignedTransaction } from './transaction.js'
@@ -14,8 +13,13 @@ export interface Leaf {
   readonly signed: SignedTransaction
 }
 
-export function encodeLeaf(leaf: Leaf): Uint8Array {
-  return canonicalBytes(leaf)
+/**
+ * The leaf's RFC 8785 text (its UTF-8 bytes are what the leaf hash covers), built from the signed
+ * transaction's canonical text without encoding it again.
+ */
+export function encodeLeafText(time: string, signedText: string): string {
+  // Keys in RFC 8785 order: "signed" < "time" < "v". The time is RFC 3339, which needs no escaping.
+  return `{"signed":${signedText},"time":"${time}","v":1}`
 }
 
 export function decodeLeaf(bytes: Uint8Array): Leaf {

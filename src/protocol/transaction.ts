@@ -1,8 +1,8 @@
 import { type Static, type TObject, type TSchema, Type } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { amountPattern, scaleMax } from './amount.js'
-import { canonicalBytes } from './canonical.js'
-import { fromBase64Url, toBase64Url } from './encoding.js'
+import { canonicalBytes, canonicalize } from './canonical.js'
+import { fromBase64Url, toBase64Url, utf8 } from './encoding.js'
 import { VmError } from './errors.js'
 import { sha256 } from './hash.js'
 import { keyId, type OkpJwk, sign } from './keys.js'
@@ -248,9 +248,19 @@ export function transactionBytes(tx: Transaction): Uint8Array {
   return canonicalBytes(tx)
 }
 
-/** The content address of a signed transaction (seed 001's Hashtable): SHA-256 of its RFC 8785 bytes. */
-export function signedTransactionHash(signed: SignedTransaction): Uint8Array {
-  return sha256(canonicalBytes(signed))
+/** The RFC 8785 encodings of a signed transaction, computed once: the signed bytes, the stored text, its address. */
+export interface EncodedTransaction {
+  readonly txBytes: Uint8Array
+  readonly signedText: string
+  /** SHA-256 of `signedText`: the content address of seed 001's Hashtable. */
+  readonly contentHash: Uint8Array
+}
+
+export function encodeSignedTransaction(signed: SignedTransaction): EncodedTransaction {
+  const txText = canonicalize(signed.tx)
+  // RFC 8785 orders "sig" before "tx", and a base64url signature needs no escaping: this is the canonical form.
+  const signedText = `{"sig":"${signed.sig}","tx":${txText}}`
+  return { txBytes: utf8(txText), signedText, contentHash: sha256(utf8(signedText)) }
 }
 
 export function signTransaction(tx: Transaction, secretKey: Uint8Array): SignedTransaction {

@@ -14,8 +14,8 @@ export const leavesPerRequestMax = 1_000
 export interface LeafWrite {
   readonly index: number
   readonly transactionId: string
-  readonly contentHash: string
-  readonly bytes: Uint8Array
+  /** The leaf's RFC 8785 text; its UTF-8 bytes are what the leaf hash covers. */
+  readonly text: string
 }
 
 export interface BlockWrite {
@@ -56,8 +56,7 @@ export async function writeBlock(trx: Executor, block: BlockWrite): Promise<void
       leaf_index: leaf.index,
       block_height: header.height,
       transaction_id: leaf.transactionId,
-      content_hash: leaf.contentHash,
-      leaf: Buffer.from(leaf.bytes).toString('utf8'),
+      leaf: leaf.text,
     })),
   )
   await insertRows(

@@ -2,15 +2,15 @@ import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import { type BlockHeader, genesisPrevious, headerHash, signHeader } from '../../protocol/block.js'
 import { signCheckpoint } from '../../protocol/checkpoint.js'
-import { toBase64, toHex } from '../../protocol/encoding.js'
+import { toBase64, utf8 } from '../../protocol/encoding.js'
 import { assert } from '../../protocol/errors.js'
-import { encodeLeaf } from '../../protocol/leaf.js'
+import { encodeLeafText } from '../../protocol/leaf.js'
 import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
 import {
+  encodeSignedTransaction,
   newId,
   nowTimestamp,
   type SignedTransaction,
-  signedTransactionHash,
   signTransaction,
 } from '../../protocol/transaction.js'
 import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
@@ -45,7 +45,8 @@ interface PoolEntry {
   readonly seq: number
   readonly id: string
   readonly signed: SignedTransaction
-  readonly contentHash: string
+  /** The canonical text as pooled: the leaf embeds it as it is. */
+  readonly signedText: string
   readonly linked: boolean
 }
 
@@ -175,9 +176,10 @@ export class Funnel {
     const firstLeaf = this.#frontier.size
     const height = this.#head === null ? 0 : this.#head.height + 1
 
-    const appendLeaf = (signed: SignedTransaction, contentHash: string) => {
-      const bytes = encodeLeaf({ v: 1, time: timeText, signed })
-      leaves.push({ index: this.#frontier.size, transactionId: signed.tx.id, contentHash, bytes })
+    const appendLeaf = (transactionId: string, signedText: string) => {
+      const text = encodeLeafText(timeText, signedText)
+      const bytes = utf8(text)
+      leaves.push({ index: this.#frontier.size, transactionId, text })
       for (const node of this.#frontier.append(leafHash(bytes))) nodes.push(node)
     }
 
@@ -198,7 +200,7 @@ export class Funnel {
         { signed: expiry, context: { time, leaf: this.#frontier.size } },
       ])
       assert(code === resultCodes.ok, `the funnel's own expiry was refused: ${resultName(code!)}`)
-      appendLeaf(expiry, toHex(signedTransactionHash(expiry)))
+      appendLeaf(expiry.tx.id, encodeSignedTransaction(expiry).signedText)
     }
 
     for (let start = 0; start < entries.length; ) {
@@ -212,7 +214,7 @@ export class Funnel {
       chain.forEach((entry, i) => {
         const code = codes[i]!
         if (code === resultCodes.ok) {
-          appendLeaf(entry.signed, entry.contentHash)
+          appendLeaf(entry.id, entry.signedText)
           decisions.push({
             id: entry.id,
             accepted: true,
@@ -277,7 +279,7 @@ export class Funnel {
     const read = (after: number, limit: number) =>
       this.#db
         .selectFrom('pool')
-        .select(['seq', 'id', 'signed', 'content_hash', 'linked'])
+        .select(['seq', 'id', 'signed', 'linked'])
         .where('status', '=', 'pending')
         .where('seq', '>', after)
         .orderBy('seq')
@@ -294,7 +296,7 @@ export class Funnel {
       seq: row.seq,
       id: row.id,
       signed: JSON.parse(row.signed) as SignedTransaction,
-      contentHash: row.content_hash,
+      signedText: row.signed,
       linked: row.linked === 1,
     }))
   }

@@ -1,5 +1,11 @@
 import type { Kysely } from 'kysely'
+import { toHex } from '../../protocol/encoding.js'
 import { VmError } from '../../protocol/errors.js'
+import {
+  type EncodedTransaction,
+  encodeSignedTransaction,
+  type SignedTransaction,
+} from '../../protocol/transaction.js'
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 
@@ -37,6 +43,20 @@ export interface Decision {
   readonly codeName: string
   readonly blockHeight: number | null
   readonly leafIndex: number | null
+}
+
+export function poolRow(
+  signed: SignedTransaction,
+  encoded: EncodedTransaction = encodeSignedTransaction(signed),
+): PoolRow {
+  return {
+    id: signed.tx.id,
+    contentHash: toHex(encoded.contentHash),
+    signed: encoded.signedText,
+    type: signed.tx.type,
+    signer: signed.tx.signer,
+    linked: signed.tx.linked === true,
+  }
 }
 
 interface Submission {
@@ -232,35 +252,54 @@ export class Pool {
     return row === undefined ? null : { outcome: row.outcome, signed: row.signed }
   }
 
-  /** Resolves with the outcome once decided, or the pending outcome when `waitMs` passes. */
-  async waitFor(id: string, waitMs: number): Promise<Outcome | null> {
-    const current = await this.outcome(id)
-    if (
-      current === null ||
-      current.outcome.status !== 'pending' ||
-      waitMs <= 0 ||
-      this.#waiterCount >= waitersMax
-    ) {
-      return current?.outcome ?? null
+  /**
+   * The outcomes of these ids, waiting up to `waitMs` for pending ones to be decided; null for unknown ids.
+   * Listeners are registered before the database is read, so a decision announced in between is never missed.
+   */
+  async waitForAll(ids: readonly string[], waitMs: number): Promise<(Outcome | null)[]> {
+    const wait = Math.min(Math.max(waitMs, 0), waitMsMax)
+    const canWait = wait > 0 && this.#waiterCount + ids.length <= waitersMax
+    const decided = new Map<string, Outcome>()
+    let wake = () => {}
+    const listeners: [string, (outcome: Outcome) => void][] = []
+    if (canWait) {
+      for (const id of ids) {
+        const listener = (outcome: Outcome) => {
+          decided.set(id, outcome)
+          wake()
+        }
+        let set = this.#waiters.get(id)
+        if (set === undefined) {
+          set = new Set()
+          this.#waiters.set(id, set)
+        }
+        set.add(listener)
+        listeners.push([id, listener])
+      }
+      this.#waiterCount += ids.length
     }
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(id)
-      if (set === undefined) {
-        set = new Set()
-        this.#waiters.set(id, set)
+    let timer: NodeJS.Timeout | undefined
+    try {
+      const current = new Map((await this.#rowsById(ids)).map((row) => [row.id, row.outcome]))
+      const undecided = () => ids.some((id) => current.get(id)?.status === 'pending' && !decided.has(id))
+      if (canWait && undecided()) {
+        await new Promise<void>((resolve) => {
+          timer = setTimeout(resolve, wait)
+          wake = () => {
+            if (!undecided()) resolve()
+          }
+        })
       }
-      const waiters = set
-      this.#waiterCount++
-      const done = (outcome: Outcome) => {
-        clearTimeout(timer)
-        waiters.delete(done)
-        if (waiters.size === 0) this.#waiters.delete(id)
-        this.#waiterCount--
-        resolve(outcome)
+      return ids.map((id) => decided.get(id) ?? current.get(id) ?? null)
+    } finally {
+      clearTimeout(timer)
+      for (const [id, listener] of listeners) {
+        const set = this.#waiters.get(id)
+        set?.delete(listener)
+        if (set?.size === 0) this.#waiters.delete(id)
       }
-      const timer = setTimeout(() => done(current.outcome), Math.min(waitMs, waitMsMax))
-      waiters.add(done)
-    })
+      if (canWait) this.#waiterCount -= ids.length
+    }
   }
 
   /** Called by the funnel after its commit: wakes the waiting clients. */
@@ -270,7 +309,7 @@ export class Pool {
       const waiters = this.#waiters.get(decision.id)
       if (waiters === undefined) continue
       const outcome = decisionOutcome(decision)
-      for (const wake of [...waiters]) wake(outcome)
+      for (const listener of waiters) listener(outcome)
     }
   }
 }

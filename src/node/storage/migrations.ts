@@ -26,7 +26,13 @@ const migrations: Record<string, Migration> = {
         .addColumn('received_at', 'integer', (c) => c.notNull())
         .addColumn('decided_at', 'integer')
         .execute()
-      await db.schema.createIndex('pool_status_seq').on('pool').columns(['status', 'seq']).execute()
+      // Only undecided rows are indexed: the funnel finds them at start without scanning the decided past.
+      await db.schema
+        .createIndex('pool_pending')
+        .on('pool')
+        .column('seq')
+        .where(sql.ref('status'), '=', 'pending')
+        .execute()
       await db.schema.createIndex('pool_content_hash').on('pool').column('content_hash').execute()
 
       await db.schema
@@ -47,13 +53,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('leaf_index', 'integer', (c) => c.primaryKey())
         .addColumn('block_height', 'integer', (c) => c.notNull())
         .addColumn('transaction_id', 'text', (c) => c.notNull().unique())
-        .addColumn('content_hash', 'text', (c) => c.notNull())
         .addColumn('leaf', 'text', (c) => c.notNull())
-        .execute()
-      await db.schema
-        .createIndex('chain_leaves_content_hash')
-        .on('chain_leaves')
-        .column('content_hash')
         .execute()
       await db.schema
         .createTable('chain_nodes')

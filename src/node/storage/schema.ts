@@ -37,7 +37,6 @@ export interface LeafTable {
   leaf_index: number
   block_height: number
   transaction_id: string
-  content_hash: string
   leaf: string
 }
 

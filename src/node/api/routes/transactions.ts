@@ -3,20 +3,17 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { Value } from '@sinclair/typebox/value'
 import type { FastifyInstance } from 'fastify'
 import { parseAmount } from '../../../protocol/amount.js'
-import { canonicalize } from '../../../protocol/canonical.js'
-import { toHex } from '../../../protocol/encoding.js'
 import { VmError } from '../../../protocol/errors.js'
 import {
+  encodeSignedTransaction,
   Id,
   SignedTransaction,
   type SignedTransaction as SignedTransactionValue,
   signatureBytes,
-  signedTransactionHash,
   systemTransactionTypes,
-  transactionBytes,
   validateSignedTransaction,
 } from '../../../protocol/transaction.js'
-import { type Outcome, type PoolRow, waitMsMax } from '../../pool/pool.js'
+import { type Outcome, type PoolRow, poolRow, waitMsMax } from '../../pool/pool.js'
 import { authenticate, requirePerson } from '../authorize.js'
 import type { ApiContext } from '../context.js'
 
@@ -121,6 +118,7 @@ export async function admit(
     }
     ids.add(signed.tx.id)
   })
+  const encoded = batch.map(encodeSignedTransaction)
   const keys = await context.keys.lookup(batch.map((s) => s.tx.signer))
   const checks = batch.map((signed, index) => {
     const key = keys.get(signed.tx.signer)
@@ -141,7 +139,7 @@ export async function admit(
       })
     }
     return {
-      message: transactionBytes(signed.tx),
+      message: encoded[index]!.txBytes,
       signature: signatureBytes(signed),
       publicKey: key.publicKey,
     }
@@ -154,14 +152,7 @@ export async function admit(
       detail: { index: invalid },
     })
   }
-  return batch.map((signed) => ({
-    id: signed.tx.id,
-    contentHash: toHex(signedTransactionHash(signed)),
-    signed: canonicalize(signed),
-    type: signed.tx.type,
-    signer: signed.tx.signer,
-    linked: signed.tx.linked === true,
-  }))
+  return batch.map((signed, index) => poolRow(signed, encoded[index]))
 }
 
 export function transactionRoutes(app: FastifyInstance, context: ApiContext): void {
@@ -209,14 +200,12 @@ export function transactionRoutes(app: FastifyInstance, context: ApiContext): vo
       const rows = await admit(context, batch)
       let outcomes: Outcome[] = await context.pool.submit(rows)
       const wait = (request.query as { wait?: number }).wait ?? 0
-      if (wait > 0) {
-        outcomes = await Promise.all(
-          outcomes.map(async (outcome) =>
-            outcome.status === 'pending'
-              ? ((await context.pool.waitFor(outcome.id, wait)) ?? outcome)
-              : outcome,
-          ),
+      if (wait > 0 && outcomes.some((o) => o.status === 'pending')) {
+        const final = await context.pool.waitForAll(
+          outcomes.map((o) => o.id),
+          wait,
         )
+        outcomes = outcomes.map((outcome, i) => final[i] ?? outcome)
       }
       const anyPending = outcomes.some((o) => o.status === 'pending')
       return reply.status(anyPending ? 202 : 200).send({ transactions: outcomes })
@@ -243,7 +232,8 @@ export function transactionRoutes(app: FastifyInstance, context: ApiContext): vo
       const signer = await context.keys.get((JSON.parse(found.signed) as SignedTransactionValue).tx.signer)
       requirePerson(principal, signer === null ? [] : [signer.personId])
       const wait = (request.query as { wait?: number }).wait ?? 0
-      return (await context.pool.waitFor(id, wait)) ?? found.outcome
+      const [outcome] = await context.pool.waitForAll([id], wait)
+      return outcome ?? found.outcome
     },
   )
 }

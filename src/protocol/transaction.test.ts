@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict'
+import { test } from 'node:test'
+import fc from 'fast-check'
+import { canonicalize } from './canonical.js'
+import { generateSigningKey, keyId, publicJwk } from './keys.js'
+import { encodeLeafText } from './leaf.js'
+import { encodeSignedTransaction, newId, signTransaction, validateSignedTransaction } from './transaction.js'
+
+const key = generateSigningKey()
+const signer = keyId(publicJwk('Ed25519', key.publicKey))
+
+test('the fast encodings equal RFC 8785 of the whole object', () => {
+  fc.assert(
+    fc.property(
+      fc.string({ maxLength: 256 }),
+      fc.bigInt({ min: 1n, max: (1n << 128n) - 1n }),
+      (memo, amount) => {
+        const signed = signTransaction(
+          {
+            v: 1,
+            id: newId(),
+            node: signer,
+            created: '2026-11-23T10:00:00.000Z',
+            signer,
+            type: 'transfer',
+            debit: newId(),
+            credit: newId(),
+            amount: amount.toString(),
+            asset: 'bank:EUR',
+            memo,
+          },
+          key.secretKey,
+        )
+        const encoded = encodeSignedTransaction(signed)
+        assert.equal(encoded.signedText, canonicalize(signed))
+        assert.equal(new TextDecoder().decode(encoded.txBytes), canonicalize(signed.tx))
+        const time = new Date().toISOString()
+        assert.equal(encodeLeafText(time, encoded.signedText), canonicalize({ v: 1, time, signed }))
+      },
+    ),
+  )
+})
+
+test('validation refuses unknown types, unknown fields and bad amounts', () => {
+  const signed = signTransaction(
+    {
+      v: 1,
+      id: newId(),
+      node: signer,
+      created: '2026-11-23T10:00:00Z',
+      signer,
+      type: 'void_pending',
+      pending: newId(),
+    },
+    key.secretKey,
+  )
+  assert.deepEqual(validateSignedTransaction(JSON.parse(JSON.stringify(signed))), signed)
+  const refuse = (value: unknown, code: string) =>
+    assert.throws(
+      () => validateSignedTransaction(value),
+      (e: { code: string }) => e.code === code,
+    )
+  refuse({ ...signed, tx: { ...signed.tx, type: 'mint' } }, 'invalid_schema')
+  refuse({ ...signed, tx: { ...signed.tx, extra: 1 } }, 'unknown_field')
+  refuse({ ...signed, extra: 1 }, 'unknown_field')
+  refuse({ ...signed, tx: { ...signed.tx, id: '0'.repeat(32) } }, 'invalid_schema')
+  refuse({ tx: signed.tx }, 'invalid_schema')
+})
