@@ -1,7 +1,11 @@
+import { existsSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
 import { registerClientCommands } from './client-commands.js'
 import { registerNodeCommands } from './node-commands.js'
 import { exitCodeOf, exitCodes } from './output.js'
+
+// Settings may also come from a .env file in the working directory (the environment wins).
+if (existsSync('.env')) process.loadEnvFile('.env')
 
 const program = new Command('vmoney')
   .description('VisibleMoney: a verifiable ledger node, its tools and its client')

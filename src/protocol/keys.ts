@@ -80,3 +80,21 @@ export function jwkKeyPair(jwk: OkpJwk, crv: OkpJwk['crv']): SigningKeyPair {
 export function keyId(jwk: OkpJwk): string {
   return toBase64Url(sha256(canonicalBytes({ crv: jwk.crv, kty: jwk.kty, x: jwk.x })))
 }
+
+export interface SignatureCheck {
+  readonly message: Uint8Array
+  readonly signature: Uint8Array
+  readonly publicKey: Uint8Array
+}
+
+/** Verifies many Ed25519 signatures at once. Servers plug a native implementation in behind it. */
+export interface BatchVerifier {
+  verify(checks: readonly SignatureCheck[]): Promise<boolean[]>
+}
+
+/** The portable implementation, for browsers and tools. */
+export const portableVerifier: BatchVerifier = {
+  async verify(checks) {
+    return checks.map((check) => verify(check.signature, check.message, check.publicKey))
+  },
+}

@@ -13,6 +13,7 @@ import { newId, type SignedTransaction, signTransaction } from '../../protocol/t
 import { startTestNode } from '../../testing/node-harness.js'
 import { audit } from '../audit.js'
 import { type DemoWorld, seedDemo } from '../demo.js'
+import { requestsPerWindowMax } from './app.js'
 
 let harness: Awaited<ReturnType<typeof startTestNode>>
 let client: NodeClient
@@ -462,5 +463,21 @@ describe('audit', () => {
         (f) => f.where === `account ${bobAccount}` && f.message.startsWith('creditsPosted'),
       ),
     )
+  })
+})
+
+describe('limits against abuse', () => {
+  // Last in this file: it spends the window of 127.0.0.1.
+  test('a client past its request budget gets 429 with Retry-After', async () => {
+    let limited: Response | undefined
+    for (let sent = 0; sent <= requestsPerWindowMax && limited === undefined; sent += 100) {
+      const responses = await Promise.all(
+        Array.from({ length: 100 }, () => fetch(`${harness.node.url}/healthz`)),
+      )
+      limited = responses.find((r) => r.status === 429)
+    }
+    assert.ok(limited !== undefined, 'no request was limited')
+    assert.equal(((await limited.json()) as { code: string }).code, 'rate_limited')
+    assert.ok(Number(limited.headers.get('retry-after')) > 0)
   })
 })

@@ -1,3 +1,4 @@
+import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -13,6 +14,11 @@ import { transactionRoutes } from './routes/transactions.js'
 export const bodyBytesMax = 4 * 1024 * 1024
 export const requestTimeoutMs = 60_000
 export const connectionsMax = 10_000
+/** Requests per client address and window; past it, 429 with Retry-After. */
+export const requestsPerWindowMax = 2_000
+export const rateWindowMs = 10_000
+/** Client addresses the rate limiter remembers at once. */
+export const rateLimitedClientsMax = 100_000
 
 /** Builds the api (seed 000 VMAS). `listen` is the caller's: tests use `inject()`. */
 export async function buildApp(context: ApiContext, logger: Logger | false): Promise<FastifyInstance> {
@@ -28,6 +34,16 @@ export async function buildApp(context: ApiContext, logger: Logger | false): Pro
   }) as unknown as FastifyInstance
   app.server.maxConnections = connectionsMax
 
+  await app.register(rateLimit, {
+    max: requestsPerWindowMax,
+    timeWindow: rateWindowMs,
+    cache: rateLimitedClientsMax,
+    errorResponseBuilder: (_request, context) =>
+      new VmError('rate_limited', `more than ${context.max} requests in ${context.after}; slow down`, {
+        status: 429,
+        detail: { retryAfterSeconds: Math.ceil(context.ttl / 1000) },
+      }),
+  })
   await app.register(swagger, {
     openapi: {
       openapi: '3.1.0',

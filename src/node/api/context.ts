@@ -1,10 +1,10 @@
 import type { Kysely } from 'kysely'
+import type { BatchVerifier } from '../../protocol/keys.js'
 import type { NodeIdentity } from '../identity.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../pool/pool.js'
 import type { Database } from '../storage/schema.js'
 import type { KeyDirectory } from './key-directory.js'
-import type { SignatureVerifier } from './signature-verifier.js'
 
 /** What the stateless api needs from the node. */
 export interface ApiContext {
@@ -12,7 +12,7 @@ export interface ApiContext {
   readonly pool: Pool
   readonly identity: Pick<NodeIdentity, 'nodeId' | 'origin' | 'signingJwk'>
   readonly keys: KeyDirectory
-  readonly verifier: SignatureVerifier
+  readonly verifier: BatchVerifier
   readonly metrics: Metrics
   readonly noteVerifierKey: string
 }

@@ -1,13 +1,8 @@
 import { availableParallelism } from 'node:os'
 import { Worker } from 'node:worker_threads'
 import { VmError } from '../../protocol/errors.js'
+import type { BatchVerifier, SignatureCheck } from '../../protocol/keys.js'
 import type { VerifyJob } from './signature-worker.js'
-
-export interface SignatureCheck {
-  readonly message: Uint8Array
-  readonly signature: Uint8Array
-  readonly publicKey: Uint8Array
-}
 
 /** Signatures verified per job; big batches are split so every worker gets a share. */
 export const signaturesPerJobMax = 256
@@ -15,7 +10,7 @@ export const signaturesPerJobMax = 256
 export const verifyJobsQueuedMax = 4_096
 
 /** A pool of worker threads verifying Ed25519 signatures with libsodium. */
-export class SignatureVerifier {
+export class SignatureVerifier implements BatchVerifier {
   readonly #workers: { worker: Worker; busy: number }[] = []
   readonly #pending = new Map<number, { resolve(results: Uint8Array): void; reject(error: unknown): void }>()
   #nextId = 1
@@ -26,6 +21,8 @@ export class SignatureVerifier {
       const slot = { worker, busy: 0 }
       worker.on('message', (message: { id: number; results: Uint8Array }) => {
         slot.busy--
+        // An idle pool must not keep the process alive; a busy one must.
+        if (slot.busy === 0) worker.unref()
         const waiter = this.#pending.get(message.id)
         this.#pending.delete(message.id)
         waiter?.resolve(message.results)
@@ -68,6 +65,7 @@ export class SignatureVerifier {
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject })
       slot.busy++
+      slot.worker.ref()
       slot.worker.postMessage(job)
     })
   }
