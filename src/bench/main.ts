@@ -1,8 +1,7 @@
-import { type ChildProcess, spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { createPrivateKey, sign as nodeSign } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -17,6 +16,7 @@ import {
   type Transaction,
   transactionBytes,
 } from '../protocol/transaction.js'
+import { freePort, spawnNode } from '../testing/node-process.js'
 
 /** Bounds of one bench run: everything stops by itself. */
 export const benchAccounts = 256
@@ -33,29 +33,12 @@ interface Result {
   readonly unit: string
 }
 
-const here = fileURLToPath(new URL('.', import.meta.url))
-const vmoneyBin = join(here, '../../../bin/vmoney.js')
-
 /** Signs with node:crypto: the bench's clients should not be the bottleneck they measure. */
 function fastSigner(keys: DeviceKeys) {
   const privateKey = createPrivateKey({ key: { ...keys.file.signing }, format: 'jwk' })
   return (tx: Transaction): SignedTransaction => ({
     tx,
     sig: toBase64Url(nodeSign(null, transactionBytes(tx), privateKey)),
-  })
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address()
-      server.close(() =>
-        typeof address === 'object' && address !== null
-          ? resolve(address.port)
-          : reject(new Error('no port')),
-      )
-    })
   })
 }
 
@@ -86,33 +69,6 @@ async function measureVerifyCeiling(threads: number): Promise<number> {
   return Math.round(counts.reduce((a, b) => a + b, 0) / (verifyMeasureMs / 1000))
 }
 
-async function startNodeProcess(
-  dataDir: string,
-  port: number,
-): Promise<{ child: ChildProcess; url: string }> {
-  const child = spawn(
-    process.execPath,
-    [vmoneyBin, 'node', '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn'],
-    {
-      stdio: ['ignore', 'pipe', 'inherit'],
-    },
-  )
-  const url = await new Promise<string>((resolve, reject) => {
-    let output = ''
-    const timer = setTimeout(() => reject(new Error('node did not start within 30 s')), 30_000)
-    child.stdout!.on('data', (chunk: Buffer) => {
-      output += chunk.toString()
-      const match = /node:\s+(http:\/\/\S+)/.exec(output)
-      if (match !== null) {
-        clearTimeout(timer)
-        resolve(match[1]!)
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`node exited with ${code}`)))
-  })
-  return { child, url }
-}
-
 function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0
 }
@@ -131,7 +87,7 @@ export async function runBench(args: readonly string[]): Promise<void> {
       unit: 'verifies/s',
     })
 
-    const started = await startNodeProcess(dataDir, await freePort())
+    const started = await spawnNode('node', dataDir, await freePort())
     node = started.child
     const client = new NodeClient(started.url)
     const { nodeId } = await client.node()

@@ -11,32 +11,13 @@ import type {
 } from '../storage/schema.js'
 import type {
   AccountRecord,
-  AssetRecord,
   EntryRecord,
   KeyRecord,
   PersonRecord,
   TransferRecord,
   TransferState,
 } from './model.js'
-
-/** The records the funnel writes after applying a batch: everything created or changed. */
-export interface LedgerChangeSet {
-  readonly persons: readonly PersonRecord[]
-  readonly keys: readonly KeyRecord[]
-  readonly assets: readonly AssetRecord[]
-  readonly accounts: readonly AccountRecord[]
-  readonly transfers: readonly TransferRecord[]
-  readonly entries: readonly EntryRecord[]
-}
-
-export interface LedgerSnapshot {
-  readonly persons: readonly PersonRecord[]
-  readonly keys: readonly KeyRecord[]
-  readonly assets: readonly AssetRecord[]
-  readonly accounts: readonly AccountRecord[]
-  /** Two-phase transfers only: the ones post, void and expiry can refer to. */
-  readonly transfers: readonly TransferRecord[]
-}
+import type { LedgerChanges, LedgerState } from './state-machine.js'
 
 type Executor = Kysely<Database> | Transaction<Database>
 
@@ -108,7 +89,7 @@ export function entryFromRow(row: Selectable<EntryTable>): EntryRecord & { reado
 }
 
 /** Loads the funnel's hot state. */
-export async function loadLedgerSnapshot(db: Executor): Promise<LedgerSnapshot> {
+export async function loadLedgerSnapshot(db: Executor): Promise<LedgerState> {
   const [persons, keys, assets, accounts, transfers] = await Promise.all([
     db.selectFrom('ledger_persons').selectAll().execute(),
     db.selectFrom('ledger_keys').selectAll().execute(),
@@ -132,7 +113,7 @@ export async function loadLedgerSnapshot(db: Executor): Promise<LedgerSnapshot> 
 }
 
 /** Writes one batch of ledger effects; called inside the funnel's block transaction. */
-export async function writeLedgerChanges(trx: Executor, changes: LedgerChangeSet): Promise<void> {
+export async function writeLedgerChanges(trx: Executor, changes: LedgerChanges): Promise<void> {
   await insertRows(
     trx,
     'ledger_persons',
