@@ -11,6 +11,8 @@ import { CliExit, exitCodes, print } from './output.js'
 function withSettings(command: Command, names: readonly SettingName[]): Command {
   for (const name of names) {
     const setting = settings[name]
+    // Secrets have no flag: a command line is visible to every user of the machine.
+    if (setting.flag === null) continue
     command.option(
       `--${setting.flag} <value>`,
       `${setting.help} (env ${setting.env}, default ${setting.default || 'see help'})`,
@@ -94,7 +96,7 @@ export function registerNodeCommands(program: Command): void {
     try {
       const { identity } = await loadOrCreateIdentity(
         database.db,
-        loadMasterKey(config.masterKey, config.dataDir),
+        loadMasterKey(config.masterKey, config.dataDir, false),
       )
       const progress = process.stderr.isTTY
         ? (done: number, total: number) => process.stderr.write(`\raudit: block ${done}/${total}`)

@@ -1,5 +1,5 @@
 import { VmError } from '../protocol/errors.js'
-import { signRequest } from '../protocol/http-signature.js'
+import { type RequestTarget, signRequest } from '../protocol/http-signature.js'
 import {
   newId,
   nowTimestamp,
@@ -28,6 +28,12 @@ export interface NodeInfo {
 type TransactionBody<T = Transaction> = T extends Transaction
   ? Omit<T, 'v' | 'id' | 'node' | 'created' | 'signer'>
   : never
+
+/** What an RFC 9421 signature covers of a request to this absolute URL. */
+export function requestTarget(method: string, absoluteUrl: string): RequestTarget {
+  const url = new URL(absoluteUrl)
+  return { method, authority: url.host, url: url.pathname + url.search }
+}
 
 /** Client requests give up after this long. */
 export const clientTimeoutMs = 60_000
@@ -101,7 +107,7 @@ export class NodeClient {
       'GET',
       path,
       undefined,
-      signRequest({ method: 'GET', url: path }, keys.keyId, keys.signing.secretKey),
+      signRequest(requestTarget('GET', this.baseUrl + path), keys.keyId, keys.signing.secretKey),
     )
   }
 

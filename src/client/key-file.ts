@@ -1,4 +1,5 @@
-import { readFileSync, writeFileSync } from 'node:fs'
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs'
+import { dirname } from 'node:path'
 import { VmError } from '../protocol/errors.js'
 import {
   generateEncryptionKey,
@@ -76,7 +77,31 @@ export function readKeyFile(path: string): DeviceKeys {
   }
 }
 
-/** Private keys: written once, readable by the owner only. */
+/** Private keys: readable by the owner only, and on disk (synced) before anything refers to them. */
 export function writeKeyFile(path: string, file: KeyFile, overwrite = false): void {
-  writeFileSync(path, `${JSON.stringify(file, null, 2)}\n`, { mode: 0o600, flag: overwrite ? 'w' : 'wx' })
+  writeSecretFile(path, `${JSON.stringify(file, null, 2)}\n`, overwrite)
+}
+
+/**
+ * Writes a secret atomically and durably: a 0600 temporary file, synced, renamed over the target, and the
+ * folder synced, so that a power loss leaves either the old file or the whole new one.
+ */
+export function writeSecretFile(path: string, text: string, overwrite: boolean): void {
+  if (!overwrite && existsSync(path))
+    throw new VmError('file_exists', `${path} exists; refusing to overwrite a key`)
+  const temporary = `${path}.${process.pid}.tmp`
+  const fd = openSync(temporary, 'wx', 0o600)
+  try {
+    writeSync(fd, text)
+    fsyncSync(fd)
+  } finally {
+    closeSync(fd)
+  }
+  renameSync(temporary, path)
+  const folder = openSync(dirname(path), 'r')
+  try {
+    fsyncSync(folder)
+  } finally {
+    closeSync(folder)
+  }
 }

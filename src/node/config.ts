@@ -25,7 +25,7 @@ export const settings = {
   },
   masterKey: {
     env: 'VMONEY_MASTER_KEY',
-    flag: 'master-key',
+    flag: null,
     default: '',
     help: "base64 32-byte key that encrypts the node's private keys; default a key file <data dir>/master.key (mode 0600)",
   },

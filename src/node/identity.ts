@@ -1,7 +1,8 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Kysely } from 'kysely'
+import { writeSecretFile } from '../client/key-file.js'
 import { fromBase64, toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
 import { generateSigningKey, keyId, type OkpJwk, publicJwk, type SigningKeyPair } from '../protocol/keys.js'
@@ -22,7 +23,11 @@ export interface MasterKey {
  * The master key encrypts the node's private keys at rest. It comes from VMONEY_MASTER_KEY (base64,
  * 32 bytes) or, when that is unset, from a key file created once with mode 0600.
  */
-export function loadMasterKey(fromEnvironment: string | undefined, dataDir: string): MasterKey {
+export function loadMasterKey(
+  fromEnvironment: string | undefined,
+  dataDir: string,
+  mayCreate: boolean,
+): MasterKey {
   if (fromEnvironment !== undefined && fromEnvironment !== '') {
     let key: Uint8Array
     try {
@@ -36,8 +41,15 @@ export function loadMasterKey(fromEnvironment: string | undefined, dataDir: stri
   }
   const file = join(dataDir, 'master.key')
   if (!existsSync(file)) {
+    // A new master key for a database that already holds sealed keys would only hide the real loss.
+    if (!mayCreate) {
+      throw new VmError(
+        'master_key_missing',
+        `${file} is missing and VMONEY_MASTER_KEY is unset: the node keys cannot be opened`,
+      )
+    }
     mkdirSync(dirname(file), { recursive: true })
-    writeFileSync(file, `${toBase64(randomBytes(masterKeySize))}\n`, { mode: 0o600, flag: 'wx' })
+    writeSecretFile(file, `${toBase64(randomBytes(masterKeySize))}\n`, false)
   }
   const key = fromBase64(readFileSync(file, 'utf8').trim())
   if (key.length !== masterKeySize)
@@ -83,6 +95,17 @@ export interface NodeIdentity {
 }
 
 const signingKeySetting = 'node_signing_key'
+
+/** Whether this database already holds the node's sealed keys (then the master key must already exist). */
+export async function hasIdentity(db: Kysely<Database>): Promise<boolean> {
+  return (
+    (await db
+      .selectFrom('node_settings')
+      .select('name')
+      .where('name', '=', signingKeySetting)
+      .executeTakeFirst()) !== undefined
+  )
+}
 
 /** Loads the node's signing key, creating it on first start. Returns whether it was created. */
 export async function loadOrCreateIdentity(

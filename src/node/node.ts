@@ -10,7 +10,7 @@ import { KeyDirectory } from './api/key-directory.js'
 import { SignatureVerifier } from './api/signature-verifier.js'
 import type { NodeConfig } from './config.js'
 import { Funnel } from './funnel/funnel.js'
-import { loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
+import { hasIdentity, loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
 import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
 import { type NodeDatabase, openDatabase, redactUrl } from './storage/database.js'
@@ -42,7 +42,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const database = await openDatabase(config.databaseUrl)
   const { db } = database
   log.info({ database: redactUrl(database.url) }, 'database ready')
-  const masterKey = loadMasterKey(config.masterKey, config.dataDir)
+  const masterKey = loadMasterKey(config.masterKey, config.dataDir, !(await hasIdentity(db)))
   log.info(
     masterKey.source === 'environment'
       ? { masterKeySource: 'VMONEY_MASTER_KEY' }

@@ -3,17 +3,20 @@ import { VmError } from './errors.js'
 import { sign, verify } from './keys.js'
 
 /**
- * RFC 9421 HTTP Message Signatures for authorized reads: the client signs the method, path and
- * query of each request with a device key (alg "ed25519"), and the server checks key, time and
- * signature. Reads carry no body, so no content digest is covered.
+ * RFC 9421 HTTP Message Signatures for authorized reads: the client signs the method, authority (so a
+ * signature for one node is worthless at another), path and query of each request with a device key
+ * (alg "ed25519"), and the server checks key, time and signature. Reads carry no body, so no content
+ * digest is covered.
  */
 export const signatureLabel = 'vm'
-export const coveredComponents = ['@method', '@path', '@query'] as const
+export const coveredComponents = ['@method', '@authority', '@path', '@query'] as const
 /** A signed request is valid this long after `created` (and this far ahead, for clock skew). */
 export const signatureAgeSecondsMax = 300
 
 export interface RequestTarget {
   readonly method: string
+  /** Host and port as the client addressed them (the Host header), lowercase. */
+  readonly authority: string
   /** Path and query as sent, e.g. `/v1/accounts/abc?limit=10`. */
   readonly url: string
 }
@@ -28,6 +31,7 @@ function signatureBase(target: RequestTarget, params: string): string {
   const query = queryStart === -1 ? '?' : target.url.slice(queryStart)
   return [
     `"@method": ${target.method.toUpperCase()}`,
+    `"@authority": ${target.authority.toLowerCase()}`,
     `"@path": ${path}`,
     `"@query": ${query}`,
     `"@signature-params": ${params}`,
@@ -67,13 +71,13 @@ export function parseRequestSignature(
     )
   }
   const inputMatch = new RegExp(
-    `^${signatureLabel}=\\("@method" "@path" "@query"\\);created=(\\d{1,12});keyid="([A-Za-z0-9_-]{43})";alg="ed25519"$`,
+    `^${signatureLabel}=\\("@method" "@authority" "@path" "@query"\\);created=(\\d{1,12});keyid="([A-Za-z0-9_-]{43})";alg="ed25519"$`,
   ).exec(input)
   const valueMatch = new RegExp(`^${signatureLabel}=:([A-Za-z0-9+/]{86}==):$`).exec(value)
   if (inputMatch === null || valueMatch === null) {
     throw new VmError(
       'unauthorized',
-      `Signature-Input must be ${signatureLabel}=("@method" "@path" "@query");created=<s>;keyid="<key id>";alg="ed25519"`,
+      `Signature-Input must be ${signatureLabel}=("@method" "@authority" "@path" "@query");created=<s>;keyid="<key id>";alg="ed25519"`,
       {
         status: 401,
       },

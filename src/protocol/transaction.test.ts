@@ -65,4 +65,19 @@ test('validation refuses unknown types, unknown fields and bad amounts', () => {
   refuse({ ...signed, extra: 1 }, 'unknown_field')
   refuse({ ...signed, tx: { ...signed.tx, id: '0'.repeat(32) } }, 'invalid_schema')
   refuse({ tx: signed.tx }, 'invalid_schema')
+  const withMemo = (memo: string) => ({
+    ...signed,
+    tx: {
+      ...signed.tx,
+      type: 'transfer',
+      debit: newId(),
+      credit: newId(),
+      amount: '1',
+      asset: 'bank:EUR',
+      memo,
+      pending: undefined,
+    },
+  })
+  refuse(JSON.parse(JSON.stringify(withMemo('half \ud800 a pair'))), 'invalid_schema')
+  validateSignedTransaction(JSON.parse(JSON.stringify(withMemo('a whole pair \ud83d\ude00'))))
 })

@@ -241,7 +241,20 @@ export function validateSignedTransaction(value: unknown): SignedTransaction {
   }
   const check = typeChecks[type as TransactionType]
   if (!check.Check(tx)) throw firstError(check, tx, '/tx')
+  if (hasLoneSurrogate(tx)) {
+    // RFC 8785 (I-JSON) has no form for them: verifiers in other languages could not rebuild the signed bytes.
+    throw new VmError('invalid_schema', '/tx: strings must be well-formed Unicode (no lone surrogates)')
+  }
   return value as SignedTransaction
+}
+
+const loneSurrogate = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/
+
+function hasLoneSurrogate(value: unknown): boolean {
+  if (typeof value === 'string') return loneSurrogate.test(value)
+  if (Array.isArray(value)) return value.some(hasLoneSurrogate)
+  if (typeof value === 'object' && value !== null) return Object.values(value).some(hasLoneSurrogate)
+  return false
 }
 
 export function transactionBytes(tx: Transaction): Uint8Array {

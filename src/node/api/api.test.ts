@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
-import type { NodeClient, Outcome } from '../../client/client.js'
+import { type NodeClient, type Outcome, requestTarget } from '../../client/client.js'
 import { type DeviceKeys, newKeyFile, openKeyFile, readKeyFile } from '../../client/key-file.js'
 import { openCheckpoint } from '../../protocol/checkpoint.js'
 import { fromBase64 } from '../../protocol/encoding.js'
@@ -314,6 +314,34 @@ describe('ledger rules give pooled transactions their result code', () => {
     assert.equal(outcome.status, 'rejected')
     assert.match(outcome.code!, /^pending_transfer_(expired|already_expired)$/)
   })
+  test("the node's own expiry id cannot be taken by a client", async () => {
+    const hold = await transfer(alice, { pending: { timeoutSeconds: 1 } })
+    assert.equal((await final(alice, hold)).status, 'accepted')
+    const { db } = harness.node.database
+    let expiry: { id: string } | undefined
+    for (let tries = 0; tries < 50 && expiry === undefined; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      expiry = await db
+        .selectFrom('pool')
+        .select('id')
+        .where('type', '=', 'expire_pending')
+        .where('signed', 'like', `%${hold.tx.id}%`)
+        .executeTakeFirst()
+    }
+    assert.ok(expiry !== undefined, 'the funnel expired the hold')
+    const { status, problem } = await post(
+      JSON.stringify(
+        await client.sign(
+          alice,
+          { type: 'transfer', debit: aliceAccount, credit: bobAccount, amount: '1', asset },
+          { id: expiry.id },
+        ),
+      ),
+    )
+    assert.equal(status, 409)
+    assert.equal(problem['code'], 'exists_with_different_fields')
+    assert.equal((await final(alice, await transfer(alice, { amount: '1' }))).status, 'accepted')
+  })
   test('a linked chain fails whole', async () => {
     const ok = await transfer(alice, { linked: true })
     const overdraft = await transfer(alice, { amount: '100000000' })
@@ -346,13 +374,21 @@ describe('reads are authorized', () => {
     assert.equal(unsigned.status, 401)
     assert.equal(((await unsigned.json()) as { code: string }).code, 'unauthorized')
     const headers = signRequest(
-      { method: 'GET', url: `/v1/accounts/${aliceAccount}` },
+      requestTarget('GET', `${harness.node.url}/v1/accounts/${aliceAccount}`),
       alice.keyId,
       alice.signing.secretKey,
     )
     const tampered = await fetch(`${harness.node.url}/v1/accounts/${bobAccount}`, { headers })
     assert.equal(tampered.status, 401)
     assert.equal(((await tampered.json()) as { code: string }).code, 'invalid_signature')
+    // A signature made for another node (another authority) is worthless here.
+    const elsewhere = signRequest(
+      requestTarget('GET', `http://other.example:8080/v1/accounts/${aliceAccount}`),
+      alice.keyId,
+      alice.signing.secretKey,
+    )
+    const replayed = await fetch(`${harness.node.url}/v1/accounts/${aliceAccount}`, { headers: elsewhere })
+    assert.equal(replayed.status, 401)
   })
   test('a statement pages with a cursor', async () => {
     const first = (await client.get(alice, `/v1/accounts/${aliceAccount}/statement?limit=2`)) as {

@@ -19,7 +19,7 @@ export function isStaff(principal: Principal): boolean {
 /** Checks the RFC 9421 signature of a read: a registered, unrevoked key of some person. */
 export async function authenticate(context: ApiContext, request: FastifyRequest): Promise<Principal> {
   const parsed = parseRequestSignature(
-    { method: request.method, url: request.url },
+    { method: request.method, authority: request.host, url: request.url },
     {
       'signature-input': headerValue(request.headers['signature-input']),
       signature: headerValue(request.headers.signature),

@@ -34,3 +34,15 @@ test('the libsodium worker pool and the portable verifier agree, in order, acros
     { numRuns: 20 },
   )
 })
+
+test('a worker that dies is replaced and verification goes on', async () => {
+  const key = generateSigningKey()
+  const message = new Uint8Array([1, 2, 3])
+  const check = { message, signature: sign(message, key.secretKey), publicKey: key.publicKey }
+  await native.crashOneWorker()
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.deepEqual(
+    await native.verify(Array.from({ length: signaturesPerJobMax * 3 }, () => check)),
+    Array(signaturesPerJobMax * 3).fill(true),
+  )
+})

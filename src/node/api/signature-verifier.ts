@@ -9,36 +9,59 @@ export const signaturesPerJobMax = 256
 /** Jobs waiting for a worker; past it the api pushes back with 503. */
 export const verifyJobsQueuedMax = 4_096
 
-/** A pool of worker threads verifying Ed25519 signatures with libsodium. */
+interface Waiter {
+  resolve(results: Uint8Array): void
+  reject(error: unknown): void
+}
+
+interface Slot {
+  worker: Worker
+  readonly jobs: Map<number, Waiter>
+}
+
+/** A pool of worker threads verifying Ed25519 signatures with libsodium. A worker that dies is replaced. */
 export class SignatureVerifier implements BatchVerifier {
-  readonly #workers: { worker: Worker; busy: number }[] = []
-  readonly #pending = new Map<number, { resolve(results: Uint8Array): void; reject(error: unknown): void }>()
+  readonly #slots: Slot[] = []
+  #queued = 0
   #nextId = 1
+  #closed = false
 
   constructor(workerCount = Math.max(1, availableParallelism())) {
     for (let i = 0; i < workerCount; i++) {
-      const worker = new Worker(new URL('./signature-worker.js', import.meta.url))
-      const slot = { worker, busy: 0 }
-      worker.on('message', (message: { id: number; results: Uint8Array }) => {
-        slot.busy--
-        // An idle pool must not keep the process alive; a busy one must.
-        if (slot.busy === 0) worker.unref()
-        const waiter = this.#pending.get(message.id)
-        this.#pending.delete(message.id)
-        waiter?.resolve(message.results)
-      })
-      worker.on('error', (error) => {
-        for (const waiter of this.#pending.values()) waiter.reject(error)
-        this.#pending.clear()
-      })
-      worker.unref()
-      this.#workers.push(slot)
+      const slot: Slot = { worker: undefined as unknown as Worker, jobs: new Map() }
+      this.#spawn(slot)
+      this.#slots.push(slot)
     }
+  }
+
+  #spawn(slot: Slot): void {
+    const worker = new Worker(new URL('./signature-worker.js', import.meta.url))
+    slot.worker = worker
+    worker.unref()
+    worker.on('message', (message: { id: number; results: Uint8Array }) => {
+      const waiter = slot.jobs.get(message.id)
+      slot.jobs.delete(message.id)
+      this.#queued--
+      // An idle pool must not keep the process alive; a busy one must.
+      if (slot.jobs.size === 0) worker.unref()
+      waiter?.resolve(message.results)
+    })
+    const fail = (error: unknown) => {
+      if (slot.worker !== worker) return
+      for (const waiter of slot.jobs.values()) waiter.reject(error)
+      this.#queued -= slot.jobs.size
+      slot.jobs.clear()
+      if (!this.#closed) this.#spawn(slot)
+    }
+    worker.on('error', fail)
+    worker.on('exit', (code) =>
+      fail(new VmError('internal', `signature worker exited with ${code}`, { status: 500 })),
+    )
   }
 
   /** Returns one boolean per check, in order. */
   async verify(checks: readonly SignatureCheck[]): Promise<boolean[]> {
-    if (this.#pending.size + Math.ceil(checks.length / signaturesPerJobMax) > verifyJobsQueuedMax) {
+    if (this.#queued + Math.ceil(checks.length / signaturesPerJobMax) > verifyJobsQueuedMax) {
       throw new VmError('overloaded', 'signature verification is saturated; retry later', {
         status: 503,
         detail: { retryAfterSeconds: 1 },
@@ -54,7 +77,7 @@ export class SignatureVerifier implements BatchVerifier {
   }
 
   #run(checks: readonly SignatureCheck[]): Promise<Uint8Array> {
-    const slot = this.#workers.reduce((least, slot) => (slot.busy < least.busy ? slot : least))
+    const slot = this.#slots.reduce((least, slot) => (slot.jobs.size < least.jobs.size ? slot : least))
     const id = this.#nextId++
     const job: VerifyJob = {
       id,
@@ -63,14 +86,20 @@ export class SignatureVerifier implements BatchVerifier {
       publicKeys: checks.map((c) => c.publicKey),
     }
     return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject })
-      slot.busy++
+      slot.jobs.set(id, { resolve, reject })
+      this.#queued++
       slot.worker.ref()
       slot.worker.postMessage(job)
     })
   }
 
   async close(): Promise<void> {
-    await Promise.all(this.#workers.map((slot) => slot.worker.terminate()))
+    this.#closed = true
+    await Promise.all(this.#slots.map((slot) => slot.worker.terminate()))
+  }
+
+  /** For tests: ends one worker as a crash would. */
+  async crashOneWorker(): Promise<void> {
+    await this.#slots[0]!.worker.terminate()
   }
 }

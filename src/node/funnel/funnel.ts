@@ -3,23 +3,18 @@ import type { Logger } from 'pino'
 import { type BlockHeader, genesisPrevious, headerHash, signHeader } from '../../protocol/block.js'
 import { signCheckpoint } from '../../protocol/checkpoint.js'
 import { toBase64, utf8 } from '../../protocol/encoding.js'
-import { assert } from '../../protocol/errors.js'
+import { assert, VmError } from '../../protocol/errors.js'
 import { encodeLeafText } from '../../protocol/leaf.js'
 import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
-import {
-  encodeSignedTransaction,
-  newId,
-  nowTimestamp,
-  type SignedTransaction,
-  signTransaction,
-} from '../../protocol/transaction.js'
+import { newId, nowTimestamp, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
 import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
 import { resultCodes, resultName } from '../ledger/result-codes.js'
 import { Ledger } from '../ledger/state-machine.js'
 import type { FunnelMetrics } from '../metrics.js'
-import type { Decision, Pool } from '../pool/pool.js'
+import { type Decision, type Pool, type PoolRow, poolRow, poolTableRow } from '../pool/pool.js'
+import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 
 /** Pool rows per block. Bounds the memory and the length of one database transaction. */
@@ -123,22 +118,26 @@ export class Funnel {
 
   async #run(): Promise<void> {
     let failures = 0
+    // After a failed step the memory is ahead of the database: nothing runs on it until a reload succeeds.
+    let stale = false
     while (!this.#stopping) {
       try {
+        if (stale) {
+          await this.load()
+          stale = false
+        }
         const processed = await this.step()
         failures = 0
         if (processed === 0) await this.#sleep(idleWaitMs)
       } catch (error) {
         failures++
-        this.#log.error({ err: error }, 'funnel step failed; reloading state from the database')
+        stale = true
+        this.#log.error(
+          { err: error },
+          'funnel step failed; it reloads its state from the database and retries',
+        )
         this.#metrics.failures.inc()
         await this.#sleep(Math.min(retryWaitMsMax, 100 * 2 ** failures))
-        if (this.#stopping) break
-        try {
-          await this.load()
-        } catch (reloadError) {
-          this.#log.error({ err: reloadError }, 'funnel could not reload its state')
-        }
       }
     }
   }
@@ -149,16 +148,14 @@ export class Funnel {
       return Promise.resolve()
     }
     return new Promise((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done() {
+      const done = () => {
         clearTimeout(timer)
-        resolve()
-      }
-      this.#wake = () => {
         this.#wake = null
         this.#woken = false
-        done()
+        resolve()
       }
+      const timer = setTimeout(done, ms)
+      this.#wake = done
     })
   }
 
@@ -183,6 +180,7 @@ export class Funnel {
       for (const node of this.#frontier.append(leafHash(bytes))) nodes.push(node)
     }
 
+    const systemRows: PoolRow[] = []
     if (expirable.length > 0) {
       const expiry = signTransaction(
         {
@@ -200,7 +198,9 @@ export class Funnel {
         { signed: expiry, context: { time, leaf: this.#frontier.size } },
       ])
       assert(code === resultCodes.ok, `the funnel's own expiry was refused: ${resultName(code!)}`)
-      appendLeaf(expiry.tx.id, encodeSignedTransaction(expiry).signedText)
+      // The node's own transactions are pooled too, so that the pool's unique id covers every leaf.
+      systemRows.push(poolRow(expiry))
+      appendLeaf(expiry.tx.id, systemRows.at(-1)!.signed)
     }
 
     for (let start = 0; start < entries.length; ) {
@@ -264,6 +264,11 @@ export class Funnel {
     await this.#db.transaction().execute(async (trx) => {
       if (header !== null) await writeBlock(trx, { header, signature, checkpoint, leaves, nodes })
       await writeLedgerChanges(trx, changes)
+      await insertRows(
+        trx,
+        'pool',
+        systemRows.map((row) => poolTableRow(row, time, height)),
+      )
       await writeDecisions(trx, entries, decisions, time)
     })
     this.#cursor = Math.max(this.#cursor, ...seqs.slice(-1))
@@ -322,7 +327,7 @@ async function writeDecisions(
   const chunk = 10_000
   for (const { decision, seqs } of groups.values()) {
     for (let start = 0; start < seqs.length; start += chunk) {
-      await trx
+      const result = await trx
         .updateTable('pool')
         .set({
           status: decision.accepted ? 'accepted' : 'rejected',
@@ -332,7 +337,19 @@ async function writeDecisions(
           decided_at: time,
         })
         .where('seq', 'in', seqs.slice(start, start + chunk))
-        .execute()
+        .where('status', '=', 'pending')
+        .executeTakeFirst()
+      // Decided rows are never decided again: a stale sequencer's write fails here and rolls back whole.
+      const expected = Math.min(chunk, seqs.length - start)
+      if (Number(result.numUpdatedRows) !== expected) {
+        throw new VmError(
+          'pool_row_already_decided',
+          `expected to decide ${expected} pool rows, found ${result.numUpdatedRows} pending`,
+          {
+            status: 500,
+          },
+        )
+      }
     }
   }
 }

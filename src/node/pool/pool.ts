@@ -1,4 +1,4 @@
-import type { Kysely } from 'kysely'
+import type { Insertable, Kysely } from 'kysely'
 import { toHex } from '../../protocol/encoding.js'
 import { VmError } from '../../protocol/errors.js'
 import {
@@ -7,7 +7,7 @@ import {
   type SignedTransaction,
 } from '../../protocol/transaction.js'
 import { insertRows } from '../storage/batch-insert.js'
-import type { Database } from '../storage/schema.js'
+import type { Database, PoolTable } from '../storage/schema.js'
 
 /** Transactions accepted into the pool but not yet decided; past it the api answers 503. */
 export const poolPendingMax = 200_000
@@ -56,6 +56,24 @@ export function poolRow(
     type: signed.tx.type,
     signer: signed.tx.signer,
     linked: signed.tx.linked === true,
+  }
+}
+
+/** The table row of a pooled transaction: pending, or already accepted in a block (the node's own). */
+export function poolTableRow(row: PoolRow, now: number, acceptedIn: number | null): Insertable<PoolTable> {
+  return {
+    id: row.id,
+    content_hash: row.contentHash,
+    signed: row.signed,
+    type: row.type,
+    signer: row.signer,
+    linked: row.linked ? 1 : 0,
+    status: acceptedIn === null ? 'pending' : 'accepted',
+    code: acceptedIn === null ? null : 0,
+    code_name: acceptedIn === null ? null : 'ok',
+    block_height: acceptedIn,
+    received_at: now,
+    decided_at: acceptedIn === null ? null : now,
   }
 }
 
@@ -127,7 +145,13 @@ export class Pool {
       try {
         await this.#write(batch)
       } catch (error) {
-        for (const submission of batch) submission.reject(error)
+        // Nothing of this flush was acknowledged; the database refused or was away, so clients may retry.
+        const refusal = new VmError('storage_unavailable', 'the pool could not be written; retry later', {
+          status: 503,
+          detail: { retryAfterSeconds },
+          cause: error,
+        })
+        for (const submission of batch) submission.reject(refusal)
       }
     }
     this.#flushing = false
@@ -194,20 +218,7 @@ export class Pool {
         await insertRows(
           trx,
           'pool',
-          inserts.map((row) => ({
-            id: row.id,
-            content_hash: row.contentHash,
-            signed: row.signed,
-            type: row.type,
-            signer: row.signer,
-            linked: row.linked ? 1 : 0,
-            status: 'pending' as const,
-            code: null,
-            code_name: null,
-            block_height: null,
-            received_at: now,
-            decided_at: null,
-          })),
+          inserts.map((row) => poolTableRow(row, now, null)),
         )
       })
       this.#pendingCount += inserts.length

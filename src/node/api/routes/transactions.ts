@@ -4,6 +4,7 @@ import { Value } from '@sinclair/typebox/value'
 import type { FastifyInstance } from 'fastify'
 import { parseAmount } from '../../../protocol/amount.js'
 import { VmError } from '../../../protocol/errors.js'
+import { jwkPublicKey, type OkpJwk } from '../../../protocol/keys.js'
 import {
   encodeSignedTransaction,
   Id,
@@ -101,6 +102,15 @@ export async function admit(
         fail('accounts_must_be_different', 'debit and credit accounts are the same', 422)
     }
     if (tx.type === 'post_pending' && tx.amount !== undefined) parseAmount(tx.amount)
+    const deviceKeys = tx.type === 'register_person' ? tx.keys : tx.type === 'add_key' ? [tx.key] : []
+    for (const key of deviceKeys) {
+      try {
+        jwkPublicKey(key.signing as OkpJwk, 'Ed25519')
+        if (key.encryption !== undefined) jwkPublicKey(key.encryption as OkpJwk, 'X25519')
+      } catch (error) {
+        fail('invalid_key', (error as Error).message)
+      }
+    }
     if (tx.type === 'open_account' && tx.issuanceLimit !== undefined) parseAmount(tx.issuanceLimit)
   })
   if (batch.at(-1)!.tx.linked === true) {
