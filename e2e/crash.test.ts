@@ -20,8 +20,9 @@ const batchSize = 20
 test('SIGKILL at a random moment loses and doubles nothing', { timeout: 180_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-crash-'))
   const port = await freePort()
+  let node: Awaited<ReturnType<typeof spawnNode>> | undefined
   try {
-    let node = await spawnNode('node', dataDir, port)
+    node = await spawnNode('node', dataDir, port)
     const world = await seedDemo(node.url, join(dataDir, 'admin.key.json'), dataDir)
     const person = (name: string) => world.persons.find((p) => p.name === name)!
     const keysOf = (name: string) => readKeyFile(join(dataDir, 'demo', person(name).keyFile))
@@ -120,6 +121,7 @@ test('SIGKILL at a random moment loses and doubles nothing', { timeout: 180_000 
     )
     assert.ok(acknowledged.size > 0, 'the load got transactions acknowledged before the kills')
   } finally {
+    node?.child.kill('SIGKILL')
     rmSync(dataDir, { recursive: true, force: true })
   }
 })

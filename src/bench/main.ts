@@ -22,7 +22,7 @@ import { freePort, spawnNode } from '../testing/node-process.js'
 export const benchAccounts = 256
 export const benchTransfers = 60_000
 export const benchBatchSize = 500
-export const benchConcurrency = 8
+export const benchConcurrency = 16
 export const finalityRatePerS = 1_000
 export const finalityDurationMs = 10_000
 const verifyMeasureMs = 1_000

@@ -15,6 +15,8 @@ export const poolPendingMax = 200_000
 export const waitersMax = 50_000
 export const waitMsMax = 30_000
 export const retryAfterSeconds = 1
+/** Ids per `IN (...)` lookup. */
+const idsPerQueryMax = 1_000
 
 export interface PoolRow {
   readonly id: string
@@ -160,8 +162,13 @@ export class Pool {
   async #write(batch: readonly Submission[]): Promise<void> {
     const ids = batch.flatMap((s) => s.rows.map((r) => r.id))
     const existing = new Map<string, { contentHash: string; outcome: Outcome }>()
-    for (const row of await this.#rowsById(ids))
-      existing.set(row.id, { contentHash: row.contentHash, outcome: row.outcome })
+    // Almost every id is new: a look at the id index alone, and whole rows only for the retries.
+    const known = await this.#knownIds(ids)
+    if (known.length > 0) {
+      for (const row of await this.#rowsById(known)) {
+        existing.set(row.id, { contentHash: row.contentHash, outcome: row.outcome })
+      }
+    }
     const inserts: PoolRow[] = []
     const results: (Outcome[] | VmError)[] = []
     const now = Date.now()
@@ -231,12 +238,24 @@ export class Pool {
     })
   }
 
+  async #knownIds(ids: readonly string[]): Promise<string[]> {
+    const out: string[] = []
+    for (let start = 0; start < ids.length; start += idsPerQueryMax) {
+      const rows = await this.#db
+        .selectFrom('pool')
+        .select('id')
+        .where('id', 'in', ids.slice(start, start + idsPerQueryMax))
+        .execute()
+      for (const row of rows) out.push(row.id)
+    }
+    return out
+  }
+
   async #rowsById(
     ids: readonly string[],
   ): Promise<{ id: string; contentHash: string; signed: string; outcome: Outcome }[]> {
     const out: { id: string; contentHash: string; signed: string; outcome: Outcome }[] = []
-    const chunk = 500
-    for (let start = 0; start < ids.length; start += chunk) {
+    for (let start = 0; start < ids.length; start += idsPerQueryMax) {
       const rows = await this.#db
         .selectFrom('pool')
         .leftJoin('chain_leaves', 'chain_leaves.transaction_id', 'pool.id')
@@ -250,7 +269,7 @@ export class Pool {
           'pool.block_height',
           'leaf_index',
         ])
-        .where('pool.id', 'in', ids.slice(start, start + chunk))
+        .where('pool.id', 'in', ids.slice(start, start + idsPerQueryMax))
         .execute()
       for (const row of rows)
         out.push({ id: row.id, contentHash: row.content_hash, signed: row.signed, outcome: toOutcome(row) })

@@ -6,13 +6,19 @@ import { VmError } from '../../protocol/errors.js'
  * schema builder; where SQL differs between dialects the difference lives here and nowhere else.
  */
 const amountColumn = 'text'
+/**
+ * Tables keyed by something other than an integer are stored in their key's B-tree (one write per row,
+ * not two). An integer `seq` primary key is SQLite's rowid: assigned in order, never reused here, since
+ * rows are never deleted.
+ */
+const withoutRowId = sql`without rowid`
 
 const migrations: Record<string, Migration> = {
   '0001-core': {
     async up(db: Kysely<unknown>) {
       await db.schema
         .createTable('pool')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
         .addColumn('id', 'text', (c) => c.notNull().unique())
         .addColumn('content_hash', 'text', (c) => c.notNull())
         .addColumn('signed', 'text', (c) => c.notNull())
@@ -61,6 +67,7 @@ const migrations: Record<string, Migration> = {
         .addColumn('node_index', 'integer', (c) => c.notNull())
         .addColumn('hash', 'blob', (c) => c.notNull())
         .addPrimaryKeyConstraint('chain_nodes_pk', ['level', 'node_index'])
+        .modifyEnd(withoutRowId)
         .execute()
 
       await db.schema
@@ -118,11 +125,18 @@ const migrations: Record<string, Migration> = {
         .addColumn('memo', 'text')
         .addColumn('leaf', 'integer', (c) => c.notNull())
         .addColumn('time', 'integer', (c) => c.notNull())
+        .modifyEnd(withoutRowId)
         .execute()
-      await db.schema.createIndex('ledger_transfers_state').on('ledger_transfers').column('state').execute()
+      // The funnel loads the two-phase transfers at start; single-phase ones stay out of this index.
+      await db.schema
+        .createIndex('ledger_transfers_two_phase')
+        .on('ledger_transfers')
+        .column('id')
+        .where(sql.ref('expires_at'), 'is not', null)
+        .execute()
       await db.schema
         .createTable('ledger_entries')
-        .addColumn('seq', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('seq', 'integer', (c) => c.primaryKey())
         .addColumn('account', 'text', (c) => c.notNull())
         .addColumn('leaf', 'integer', (c) => c.notNull())
         .addColumn('transaction_id', 'text', (c) => c.notNull())
