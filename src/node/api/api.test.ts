@@ -365,6 +365,26 @@ describe('reads are authorized', () => {
       (e: VmError) => e.code === 'forbidden',
     )
   })
+  test("a transaction's outcome is read by its signer and staff only", async () => {
+    const signed = await transfer(alice, { amount: '1' })
+    await final(alice, signed)
+    assert.equal(
+      ((await client.get(alice, `/v1/transactions/${signed.tx.id}`)) as Outcome).status,
+      'accepted',
+    )
+    assert.equal(
+      ((await client.get(harness.admin, `/v1/transactions/${signed.tx.id}`)) as Outcome).status,
+      'accepted',
+    )
+    await assert.rejects(
+      client.get(bob, `/v1/transactions/${signed.tx.id}`),
+      (e: VmError) => e.code === 'forbidden',
+    )
+    await assert.rejects(
+      client.get(alice, `/v1/transactions/${newId()}`),
+      (e: VmError) => e.code === 'not_found',
+    )
+  })
   test('staff read everything', async () => {
     await client.get(harness.admin, `/v1/accounts/${aliceAccount}`)
     await client.get(harness.admin, `/v1/accounts/${issuerAccount}/statement?limit=2`)

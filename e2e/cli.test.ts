@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict'
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { after, before, test } from 'node:test'
+import type { DemoWorld } from '../src/node/demo.js'
+import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
+
+/** The README's walkthrough, as a new user runs it: `vmoney start`, then the CLI against it. */
+let dataDir: string
+let node: Awaited<ReturnType<typeof spawnNode>>
+let world: DemoWorld
+const demo = (file: string) => join(dataDir, 'demo', file)
+
+before(async () => {
+  dataDir = mkdtempSync(join(tmpdir(), 'vmoney-cli-'))
+  node = await spawnNode('start', dataDir, await freePort())
+  world = JSON.parse(readFileSync(demo('demo.json'), 'utf8')) as DemoWorld
+})
+after(async () => {
+  node.child.kill('SIGTERM')
+  await exited(node.child)
+  rmSync(dataDir, { recursive: true, force: true })
+})
+
+const vmoney = (...args: string[]) => runCli([...args, '--node', node.url])
+const account = (name: string) => world.persons.find((p) => p.name === name)!.accounts[0]!
+
+test('start prints the node id and URLs and seeds the demo world with private key files', () => {
+  assert.match(node.output(), /VisibleMoney node [A-Za-z0-9_-]{43}/)
+  assert.match(node.output(), /node:\s+http:\/\/127\.0\.0\.1:\d+/)
+  assert.equal(world.asset, 'demo:EUR')
+  assert.deepEqual(
+    world.persons.map((p) => p.name),
+    ['Alice', 'Bob', 'Issuer'],
+  )
+  for (const person of world.persons) assert.equal(statSync(demo(person.keyFile)).mode & 0o777, 0o600)
+})
+
+test('a transfer is signed, submitted and final, and shows in the balances', async () => {
+  const result = await vmoney(
+    'tx',
+    'transfer',
+    '--key',
+    demo('alice.key.json'),
+    '--from',
+    account('Alice'),
+    '--to',
+    account('Bob'),
+    '--amount',
+    '1.25',
+    '--asset',
+    'demo:EUR',
+    '--json',
+  )
+  assert.equal(result.code, 0, result.stderr)
+  const outcome = JSON.parse(result.stdout) as {
+    id: string
+    status: string
+    blockHeight: number
+    leafIndex: number
+  }
+  assert.equal(outcome.status, 'accepted')
+  assert.ok(Number.isInteger(outcome.blockHeight) && Number.isInteger(outcome.leafIndex))
+  const shown = await vmoney('account', 'show', account('Bob'), '--key', demo('bob.key.json'), '--json')
+  assert.equal(shown.code, 0, shown.stderr)
+  // 25.00 from Alice, 5.50 back, 8.00 posted of a hold, 1.25 now.
+  assert.equal((JSON.parse(shown.stdout) as { balance: string }).balance, String(2500 - 550 + 800 + 125))
+  const proved = await vmoney('log', 'prove', '--index', String(outcome.leafIndex), '--json')
+  assert.equal(proved.code, 0, proved.stderr)
+  assert.equal((JSON.parse(proved.stdout) as { verified: boolean }).verified, true)
+})
+
+test('a rejected transfer exits 1 with its code', async () => {
+  const result = await vmoney(
+    'tx',
+    'transfer',
+    '--key',
+    demo('alice.key.json'),
+    '--from',
+    account('Alice'),
+    '--to',
+    account('Bob'),
+    '--amount',
+    '99999',
+    '--asset',
+    'demo:EUR',
+    '--json',
+  )
+  assert.equal(result.code, 1)
+  assert.equal((JSON.parse(result.stdout) as { code: string }).code, 'exceeds_credits')
+})
+
+test('an operator registers a customer with a new key, opens an account, and the customer reads it', async () => {
+  const keyFile = join(dataDir, 'carol.key.json')
+  const created = await runCli(['keys', 'new', '--out', keyFile, '--json'])
+  assert.equal(created.code, 0, created.stderr)
+  assert.equal(statSync(keyFile).mode & 0o777, 0o600)
+  assert.equal((await runCli(['keys', 'new', '--out', keyFile])).code, 2, 'never overwrites a key')
+  const registered = await vmoney(
+    'person',
+    'register',
+    '--key',
+    join(dataDir, 'admin.key.json'),
+    '--device-key',
+    keyFile,
+    '--name',
+    'Carol Example',
+    '--kyc',
+    'verified',
+    '--json',
+  )
+  assert.equal(registered.code, 0, registered.stderr)
+  const person = (JSON.parse(readFileSync(keyFile, 'utf8')) as { person: string }).person
+  const opened = await vmoney(
+    'account',
+    'open',
+    '--key',
+    join(dataDir, 'admin.key.json'),
+    '--owner',
+    person,
+    '--asset',
+    'demo:EUR',
+  )
+  assert.equal(opened.code, 0, opened.stderr)
+  const shown = await vmoney('account', 'show', '--key', keyFile, '--json')
+  assert.equal(shown.code, 0, shown.stderr)
+  assert.equal((JSON.parse(shown.stdout) as { accounts: { balance: string }[] }).accounts[0]!.balance, '0')
+  const forbidden = await vmoney('account', 'show', account('Alice'), '--key', keyFile)
+  assert.equal(forbidden.code, 4)
+  assert.match(forbidden.stderr, /forbidden/)
+})
+
+test('the checkpoint verifies, and the audit passes against the running node', async () => {
+  const checkpoint = await vmoney('log', 'checkpoint', '--json')
+  assert.equal(checkpoint.code, 0, checkpoint.stderr)
+  assert.ok((JSON.parse(checkpoint.stdout) as { size: number }).size > 10)
+  const audited = await runCli(['audit', '--data-dir', dataDir])
+  assert.equal(audited.code, 0, audited.stdout + audited.stderr)
+  assert.match(audited.stdout, /audit passed/)
+})
+
+test('bad usage exits 2, an unreachable node 3, each with a message', async () => {
+  const usage = await vmoney('tx', 'transfer', '--key', demo('alice.key.json'))
+  assert.equal(usage.code, 2)
+  assert.match(usage.stderr, /required option/)
+  const amount = await vmoney(
+    'tx',
+    'transfer',
+    '--key',
+    demo('alice.key.json'),
+    '--from',
+    account('Alice'),
+    '--to',
+    account('Bob'),
+    '--amount',
+    '1.255',
+    '--asset',
+    'demo:EUR',
+  )
+  assert.equal(amount.code, 2)
+  assert.match(amount.stderr, /decimal places/)
+  const missingKey = await vmoney('account', 'show', '--key', join(dataDir, 'nope.json'))
+  assert.equal(missingKey.code, 2)
+  const unreachable = await runCli(['log', 'checkpoint', '--node', `http://127.0.0.1:${await freePort()}`])
+  assert.equal(unreachable.code, 3)
+  assert.match(unreachable.stderr, /cannot reach/)
+  const help = await runCli(['--help'])
+  assert.equal(help.code, 0)
+  assert.match(help.stdout, /Exit codes/)
+  assert.ok(existsSync(join(dataDir, 'admin.key.json')))
+})
