@@ -35,6 +35,11 @@ export function requestTarget(method: string, absoluteUrl: string): RequestTarge
   return { method, authority: url.host, url: url.pathname + url.search }
 }
 
+/** The request body for one signed transaction or a batch. */
+export function encodeSubmission(transactions: readonly SignedTransaction[]): string {
+  return JSON.stringify(transactions.length === 1 ? transactions[0] : { transactions })
+}
+
 /** Client requests give up after this long. */
 export const clientTimeoutMs = 60_000
 
@@ -71,30 +76,36 @@ export class NodeClient {
   }
 
   async submit(transactions: readonly SignedTransaction[], waitMs = 0): Promise<Outcome[]> {
-    const query = waitMs > 0 ? `?wait=${waitMs}` : ''
-    const body = transactions.length === 1 ? transactions[0] : { transactions }
+    return this.submitEncoded(encodeSubmission(transactions), waitMs)
+  }
+
+  /** Submits a body made by `encodeSubmission`: clients that send a lot serialize ahead of time. */
+  async submitEncoded(body: string, waitMs = 0): Promise<Outcome[]> {
+    const query = waitMs > 0 ? `?wait=${Math.min(waitMs, 30_000)}` : ''
     const result = (await this.#request('POST', `/v1/transactions${query}`, body)) as {
       transactions: Outcome[]
     }
     return result.transactions
   }
 
-  /** Submits and waits for finality, polling until `timeoutMs`. */
+  /** Submits and waits for finality until `timeoutMs`. */
   async submitAndWait(
     keys: DeviceKeys,
     transactions: readonly SignedTransaction[],
     timeoutMs = 30_000,
   ): Promise<Outcome[]> {
     const deadline = Date.now() + timeoutMs
-    const outcomes = await this.submit(transactions, Math.min(timeoutMs, 30_000))
+    return this.awaitFinal(keys, await this.submit(transactions, timeoutMs), deadline)
+  }
+
+  /** Long-polls every pending outcome (reads signed by `keys`) until it is final or `deadline` passes. */
+  async awaitFinal(keys: DeviceKeys, outcomes: readonly Outcome[], deadline: number): Promise<Outcome[]> {
     return Promise.all(
       outcomes.map(async (outcome) => {
         let current = outcome
         while (current.status === 'pending' && Date.now() < deadline) {
-          current = (await this.get(
-            keys,
-            `/v1/transactions/${outcome.id}?wait=${Math.min(30_000, deadline - Date.now())}`,
-          )) as Outcome
+          const wait = Math.min(30_000, deadline - Date.now())
+          current = (await this.get(keys, `/v1/transactions/${outcome.id}?wait=${wait}`)) as Outcome
         }
         return current
       }),
@@ -130,7 +141,7 @@ export class NodeClient {
       response = await fetch(this.baseUrl + path, {
         method,
         headers: { ...headers, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
-        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        ...(body === undefined ? {} : { body: typeof body === 'string' ? body : JSON.stringify(body) }),
         signal: AbortSignal.timeout(clientTimeoutMs),
       })
     } catch (error) {
