@@ -280,11 +280,23 @@ describe('ledger rules give pooled transactions their result code', () => {
   }
   test('unknown account', async () =>
     rejected(alice, await transfer(alice, { credit: newId() }), 'credit_account_not_found'))
-  test('unknown asset', async () =>
+  test('asset mismatch', async () =>
     rejected(
       alice,
       await transfer(alice, { asset: 'demo:USD' }),
       'transfer_must_have_the_same_asset_as_accounts',
+    ))
+  test('unknown asset', async () =>
+    rejected(
+      harness.admin,
+      await client.sign(harness.admin, {
+        type: 'open_account',
+        account: newId(),
+        owner: alice.person!,
+        asset: 'demo:USD',
+        flags: ['debits_must_not_exceed_credits'],
+      }),
+      'account_asset_not_found',
     ))
   test("a signature by another person's key", async () =>
     rejected(bob, await transfer(bob), 'signer_not_debit_account_owner'))
