@@ -196,7 +196,6 @@ export const transactionSchemas = {
 export type TransactionType = keyof typeof transactionSchemas
 export type TransactionOf<T extends TransactionType> = Static<(typeof transactionSchemas)[T]>
 export type Transaction = { [T in TransactionType]: TransactionOf<T> }[TransactionType]
-export const transactionTypes = Object.keys(transactionSchemas) as TransactionType[]
 /** Types only the node itself signs; clients may not submit them. */
 export const systemTransactionTypes: ReadonlySet<TransactionType> = new Set(['genesis', 'expire_pending'])
 

@@ -8,9 +8,6 @@ import type { Database } from '../storage/schema.js'
 
 type Executor = Kysely<Database> | Transaction<Database>
 
-/** Leaves returned by one block or one page request. */
-export const leavesPerRequestMax = 1_000
-
 export interface LeafWrite {
   readonly index: number
   readonly transactionId: string

@@ -97,10 +97,6 @@ export class Funnel {
     this.#cursor = 0
   }
 
-  get head(): BlockHeader | null {
-    return this.#head
-  }
-
   onCommit(listener: (commit: Commit) => void): void {
     this.#commitListeners.push(listener)
   }

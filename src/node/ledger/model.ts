@@ -59,7 +59,7 @@ export interface TransferRecord {
   readonly expiresAt: number | null
   /** Two-phase only: amount posted when it was posted (may be less than `amount`). */
   postedAmount: bigint | null
-  /** For post/void/expiry records: the pending transfer they resolved. */
+  /** The note the payer attached, if any. */
   readonly memo: string | null
   readonly leaf: number
   readonly time: number

@@ -174,7 +174,3 @@ export function resultName(code: ResultCode): ResultCodeName {
   assert(name !== undefined, `unknown result code ${code}`)
   return name
 }
-
-export function isResultCode(value: number): value is ResultCode {
-  return namesByCode.has(value)
-}

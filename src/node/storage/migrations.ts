@@ -183,6 +183,3 @@ export async function migrateToLatest(db: Kysely<unknown>): Promise<readonly str
   }
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName)
 }
-
-export const latestMigration = Object.keys(migrations).at(-1)!
-export { sql }
