@@ -1,6 +1,6 @@
 import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
-import pino, { type Logger } from 'pino'
+import type { Logger } from 'pino'
 import { newKeyFile, openKeyFile, writeKeyFile } from '../client/key-file.js'
 import { noteVerifierKey } from '../protocol/checkpoint.js'
 import { newId, nowTimestamp, type Person, signTransaction } from '../protocol/transaction.js'
@@ -9,7 +9,7 @@ import type { ApiContext } from './api/context.js'
 import { KeyDirectory } from './api/key-directory.js'
 import { SignatureVerifier } from './api/signature-verifier.js'
 import type { NodeConfig } from './config.js'
-import { Funnel } from './funnel/funnel.js'
+import { Writer } from './funnel/writer.js'
 import { hasIdentity, loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
 import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
@@ -21,19 +21,8 @@ export interface RunningNode {
   readonly adminKeyFile: string
   /** True when this start created the log (a new data dir or database). */
   readonly fresh: boolean
-  readonly funnel: Funnel
   readonly database: NodeDatabase
   close(): Promise<void>
-}
-
-export function createLogger(level: string): Logger {
-  return pino({
-    level,
-    redact: {
-      paths: ['req.headers.signature', 'req.headers["signature-input"]', '*.secretKey', '*.d', 'masterKey'],
-      censor: '[redacted]',
-    },
-  })
 }
 
 /** Starts a node: database, identity, pool, funnel and api, listening on host:port. */
@@ -56,28 +45,32 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   if (created) log.info({ nodeId: identity.nodeId }, 'created the node signing key')
 
   const metrics = createMetrics()
-  const pool = new Pool(db)
+  const keys = new KeyDirectory(db)
+  const pool = new Pool(db, (submissions) => writer.write(submissions))
   await pool.start()
+  const writer = await Writer.start(
+    { databaseUrl: database.url, identity, logLevel: config.logLevel },
+    (event) => {
+      if (event.kind === 'failure') {
+        metrics.funnel.failures.inc()
+        return
+      }
+      pool.announce(event.decisions)
+      metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
+      if (event.keysChanged) keys.invalidate()
+    },
+    (error) => {
+      // Without its writer the node can acknowledge nothing: stop, and let the supervisor restart it.
+      log.fatal({ err: error }, 'the writer thread died')
+      process.exit(70)
+    },
+  )
   const adminKeyFile = join(config.dataDir, 'admin.key.json')
   const fresh = (await db.selectFrom('pool').select('seq').limit(1).executeTakeFirst()) === undefined
   if (fresh) {
     await pool.submit([genesisRow(identity, adminKeyFile)])
     log.info({ adminKeyFile }, 'genesis pooled; the admin key file is the first operator key')
   }
-
-  const funnel = new Funnel({
-    db,
-    pool,
-    identity,
-    log: log.child({ component: 'funnel' }),
-    metrics: metrics.funnel,
-  })
-  await funnel.load()
-  const keys = new KeyDirectory(db)
-  funnel.onCommit((commit) => {
-    if (commit.keysChanged) keys.invalidate()
-  })
-  funnel.start()
 
   const verifier = new SignatureVerifier()
   const context: ApiContext = {
@@ -97,11 +90,10 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     identity,
     adminKeyFile,
     fresh,
-    funnel,
     database,
     async close() {
       await app.close()
-      await funnel.stop()
+      await writer.stop()
       await verifier.close()
       await database.close()
     },

@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import { NodeClient } from '../client/client.js'
 import { readKeyFile } from '../client/key-file.js'
 import { loadConfig } from '../node/config.js'
-import { createLogger, type RunningNode, startNode } from '../node/node.js'
+import { createLogger } from '../node/logger.js'
+import { type RunningNode, startNode } from '../node/node.js'
 
 /** A real node on a fresh SQLite file and a free loopback port, for tests. */
 export async function startTestNode(): Promise<{

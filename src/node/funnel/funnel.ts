@@ -13,8 +13,7 @@ import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
 import { resultCodes, resultName } from '../ledger/result-codes.js'
 import { Ledger } from '../ledger/state-machine.js'
-import type { FunnelMetrics } from '../metrics.js'
-import { type Decision, type Pool, type PoolRow, poolRow, poolTableRow } from '../pool/pool.js'
+import { type Decision, type PoolRow, poolRow, poolTableRow } from '../pool/pool.js'
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 
@@ -36,11 +35,17 @@ export const linkedChainLengthMax = 1_024
 
 assert(linkedChainLengthMax < blockTransactionsMax, 'a whole linked chain must fit in one block')
 
-/** What a commit changed, for caches and live updates. */
-export interface Commit {
-  readonly header: BlockHeader | null
-  readonly keysChanged: boolean
-}
+/** What the funnel tells its host: each commit (for waiting clients, caches, metrics) and each failure. */
+export type FunnelEvent =
+  | {
+      readonly kind: 'commit'
+      readonly header: BlockHeader | null
+      readonly decisions: readonly Decision[]
+      readonly leafCount: number
+      readonly durationMs: number
+      readonly keysChanged: boolean
+    }
+  | { readonly kind: 'failure' }
 
 interface PoolEntry {
   readonly seq: number
@@ -58,10 +63,9 @@ interface PoolEntry {
  */
 export class Funnel {
   readonly #db: Kysely<Database>
-  readonly #pool: Pool
   readonly #identity: NodeIdentity
   readonly #log: Logger
-  readonly #metrics: FunnelMetrics
+  readonly #report: (event: FunnelEvent) => void
   #ledger!: Ledger
   #frontier!: Frontier
   #head: BlockHeader | null = null
@@ -70,21 +74,22 @@ export class Funnel {
   #woken = false
   #stopping = false
   #running: Promise<void> | null = null
-  readonly #commitListeners: ((commit: Commit) => void)[] = []
 
   constructor(options: {
     db: Kysely<Database>
-    pool: Pool
     identity: NodeIdentity
     log: Logger
-    metrics: FunnelMetrics
+    report: (event: FunnelEvent) => void
   }) {
     this.#db = options.db
-    this.#pool = options.pool
     this.#identity = options.identity
     this.#log = options.log
-    this.#metrics = options.metrics
-    this.#pool.onNewRows(() => this.#signal())
+    this.#report = options.report
+  }
+
+  /** New rows are in the pool: take them now rather than at the next idle tick. */
+  wake(): void {
+    this.#signal()
   }
 
   /** Loads the hot state from the database: ledger, log frontier, last block. */
@@ -95,10 +100,6 @@ export class Funnel {
     this.#head = head?.header ?? null
     this.#frontier = await loadFrontier(this.#db, this.#head?.logSize ?? 0)
     this.#cursor = 0
-  }
-
-  onCommit(listener: (commit: Commit) => void): void {
-    this.#commitListeners.push(listener)
   }
 
   start(): void {
@@ -140,7 +141,7 @@ export class Funnel {
           { err: error },
           'funnel step failed; it reloads its state from the database and retries',
         )
-        this.#metrics.failures.inc()
+        this.#report({ kind: 'failure' })
         await this.#sleep(Math.min(retryWaitMsMax, 100 * 2 ** failures))
       }
     }
@@ -277,10 +278,14 @@ export class Funnel {
     })
     this.#cursor = Math.max(this.#cursor, ...seqs.slice(-1))
     if (header !== null) this.#head = header
-    this.#pool.announce(decisions)
-    this.#metrics.observeBlock(decisions, leaves.length, performance.now() - started)
-    const commit: Commit = { header, keysChanged: changes.keys.length > 0 || changes.persons.length > 0 }
-    for (const listener of this.#commitListeners) listener(commit)
+    this.#report({
+      kind: 'commit',
+      header,
+      decisions,
+      leafCount: leaves.length,
+      durationMs: performance.now() - started,
+      keysChanged: changes.keys.length > 0 || changes.persons.length > 0,
+    })
     return entries.length
   }
 

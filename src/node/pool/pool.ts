@@ -96,10 +96,12 @@ export class Pool {
   #pendingCount = 0
   readonly #waiters = new Map<string, Set<(outcome: Outcome) => void>>()
   #waiterCount = 0
-  #onNewRows: () => void = () => {}
+  readonly #writeSubmissions: WriteSubmissions
 
-  constructor(db: Kysely<Database>) {
+  /** `write` runs `writeSubmissions` where the node's one write connection lives (the writer thread). */
+  constructor(db: Kysely<Database>, write: WriteSubmissions) {
     this.#db = db
+    this.#writeSubmissions = write
   }
 
   async start(): Promise<void> {
@@ -109,11 +111,6 @@ export class Pool {
       .where('status', '=', 'pending')
       .executeTakeFirstOrThrow()
     this.#pendingCount = Number(row.count)
-  }
-
-  /** The funnel registers here to be woken when rows arrive. */
-  onNewRows(listener: () => void): void {
-    this.#onNewRows = listener
   }
 
   get pendingCount(): number {
@@ -160,121 +157,21 @@ export class Pool {
   }
 
   async #write(batch: readonly Submission[]): Promise<void> {
-    const ids = batch.flatMap((s) => s.rows.map((r) => r.id))
-    const existing = new Map<string, { contentHash: string; outcome: Outcome }>()
-    // Almost every id is new: a look at the id index alone, and whole rows only for the retries.
-    const known = await this.#knownIds(ids)
-    if (known.length > 0) {
-      for (const row of await this.#rowsById(known)) {
-        existing.set(row.id, { contentHash: row.contentHash, outcome: row.outcome })
-      }
-    }
-    const inserts: PoolRow[] = []
-    const results: (Outcome[] | VmError)[] = []
-    const now = Date.now()
-    for (const submission of batch) {
-      const outcomes: Outcome[] = []
-      let conflict: VmError | null = null
-      const fresh: PoolRow[] = []
-      for (const row of submission.rows) {
-        const known = existing.get(row.id)
-        if (known === undefined) {
-          fresh.push(row)
-          outcomes.push({ id: row.id, status: 'pending' })
-        } else if (known.contentHash !== row.contentHash) {
-          conflict = new VmError(
-            'exists_with_different_fields',
-            `transaction ${row.id} exists with other contents`,
-            {
-              status: 409,
-              detail: { id: row.id },
-            },
-          )
-          break
-        } else {
-          outcomes.push(known.outcome)
-        }
-      }
-      // A linked chain is pooled whole or not at all: it must stay contiguous in the pool.
-      if (
-        conflict === null &&
-        fresh.length > 0 &&
-        fresh.length < submission.rows.length &&
-        submission.rows.some((r) => r.linked)
-      ) {
-        conflict = new VmError(
-          'linked_chain_partially_pooled',
-          'part of this linked chain is already pooled; resubmit it exactly',
-          {
-            status: 409,
-          },
-        )
-      }
-      if (conflict !== null) {
-        results.push(conflict)
-        continue
-      }
-      for (const row of fresh) {
-        existing.set(row.id, { contentHash: row.contentHash, outcome: { id: row.id, status: 'pending' } })
-        inserts.push(row)
-      }
-      results.push(outcomes)
-    }
-    if (inserts.length > 0) {
-      await this.#db.transaction().execute(async (trx) => {
-        await insertRows(
-          trx,
-          'pool',
-          inserts.map((row) => poolTableRow(row, now, null)),
-        )
-      })
-      this.#pendingCount += inserts.length
-      this.#onNewRows()
-    }
+    const results = await this.#writeSubmissions(batch.map((submission) => submission.rows))
     batch.forEach((submission, i) => {
       const result = results[i]!
-      if (result instanceof VmError) submission.reject(result)
-      else submission.resolve(result)
+      if ('problem' in result) {
+        const { code, message, status, detail } = result.problem
+        submission.reject(new VmError(code, message, { status, ...(detail === undefined ? {} : { detail }) }))
+      } else {
+        this.#pendingCount += result.inserted
+        submission.resolve(result.outcomes)
+      }
     })
   }
 
-  async #knownIds(ids: readonly string[]): Promise<string[]> {
-    const out: string[] = []
-    for (let start = 0; start < ids.length; start += idsPerQueryMax) {
-      const rows = await this.#db
-        .selectFrom('pool')
-        .select('id')
-        .where('id', 'in', ids.slice(start, start + idsPerQueryMax))
-        .execute()
-      for (const row of rows) out.push(row.id)
-    }
-    return out
-  }
-
-  async #rowsById(
-    ids: readonly string[],
-  ): Promise<{ id: string; contentHash: string; signed: string; outcome: Outcome }[]> {
-    const out: { id: string; contentHash: string; signed: string; outcome: Outcome }[] = []
-    for (let start = 0; start < ids.length; start += idsPerQueryMax) {
-      const rows = await this.#db
-        .selectFrom('pool')
-        .leftJoin('chain_leaves', 'chain_leaves.transaction_id', 'pool.id')
-        .select([
-          'pool.id',
-          'pool.content_hash',
-          'signed',
-          'status',
-          'code',
-          'code_name',
-          'pool.block_height',
-          'leaf_index',
-        ])
-        .where('pool.id', 'in', ids.slice(start, start + idsPerQueryMax))
-        .execute()
-      for (const row of rows)
-        out.push({ id: row.id, contentHash: row.content_hash, signed: row.signed, outcome: toOutcome(row) })
-    }
-    return out
+  #rowsById(ids: readonly string[]): Promise<PooledRow[]> {
+    return rowsById(this.#db, ids)
   }
 
   async outcome(id: string): Promise<{ outcome: Outcome; signed: string } | null> {
@@ -369,4 +266,133 @@ function toOutcome(row: {
   if (row.status === 'rejected')
     return { id: row.id, status: 'rejected', code: row.code_name!, codeNumber: row.code! }
   return { id: row.id, status: 'pending' }
+}
+
+interface PooledRow {
+  readonly id: string
+  readonly contentHash: string
+  readonly signed: string
+  readonly outcome: Outcome
+}
+
+async function rowsById(db: Kysely<Database>, ids: readonly string[]): Promise<PooledRow[]> {
+  const out: PooledRow[] = []
+  for (let start = 0; start < ids.length; start += idsPerQueryMax) {
+    const rows = await db
+      .selectFrom('pool')
+      .leftJoin('chain_leaves', 'chain_leaves.transaction_id', 'pool.id')
+      .select([
+        'pool.id',
+        'pool.content_hash',
+        'signed',
+        'status',
+        'code',
+        'code_name',
+        'pool.block_height',
+        'leaf_index',
+      ])
+      .where('pool.id', 'in', ids.slice(start, start + idsPerQueryMax))
+      .execute()
+    for (const row of rows)
+      out.push({ id: row.id, contentHash: row.content_hash, signed: row.signed, outcome: toOutcome(row) })
+  }
+  return out
+}
+
+async function knownIds(db: Kysely<Database>, ids: readonly string[]): Promise<string[]> {
+  const out: string[] = []
+  for (let start = 0; start < ids.length; start += idsPerQueryMax) {
+    const rows = await db
+      .selectFrom('pool')
+      .select('id')
+      .where('id', 'in', ids.slice(start, start + idsPerQueryMax))
+      .execute()
+    for (const row of rows) out.push(row.id)
+  }
+  return out
+}
+
+/** A submission's result as it crosses threads: plain data, no class instances. */
+export interface PoolProblem {
+  readonly code: string
+  readonly message: string
+  readonly status: number
+  readonly detail?: Record<string, unknown>
+}
+
+export type SubmissionResult =
+  | { readonly outcomes: Outcome[]; readonly inserted: number }
+  | { readonly problem: PoolProblem }
+
+export type WriteSubmissions = (submissions: readonly (readonly PoolRow[])[]) => Promise<SubmissionResult[]>
+
+/**
+ * Writes submissions in one database transaction (group commit). Each is all new rows (inserted), or rows
+ * identical to ones already pooled (their outcomes are returned); an id pooled with other bytes refuses
+ * that submission whole, and only that one.
+ */
+export async function writeSubmissions(
+  db: Kysely<Database>,
+  submissions: readonly (readonly PoolRow[])[],
+): Promise<SubmissionResult[]> {
+  const ids = submissions.flatMap((rows) => rows.map((r) => r.id))
+  const existing = new Map<string, { contentHash: string; outcome: Outcome }>()
+  // Almost every id is new: a look at the id index alone, and whole rows only for the retries.
+  const known = await knownIds(db, ids)
+  if (known.length > 0) {
+    for (const row of await rowsById(db, known))
+      existing.set(row.id, { contentHash: row.contentHash, outcome: row.outcome })
+  }
+  const inserts: PoolRow[] = []
+  const results: SubmissionResult[] = []
+  for (const rows of submissions) {
+    const outcomes: Outcome[] = []
+    const fresh: PoolRow[] = []
+    let problem: PoolProblem | null = null
+    for (const row of rows) {
+      const known = existing.get(row.id)
+      if (known === undefined) {
+        fresh.push(row)
+        outcomes.push({ id: row.id, status: 'pending' })
+      } else if (known.contentHash !== row.contentHash) {
+        problem = {
+          code: 'exists_with_different_fields',
+          message: `transaction ${row.id} exists with other contents`,
+          status: 409,
+          detail: { id: row.id },
+        }
+        break
+      } else {
+        outcomes.push(known.outcome)
+      }
+    }
+    // A linked chain is pooled whole or not at all: it must stay contiguous in the pool.
+    if (problem === null && fresh.length > 0 && fresh.length < rows.length && rows.some((r) => r.linked)) {
+      problem = {
+        code: 'linked_chain_partially_pooled',
+        message: 'part of this linked chain is already pooled; resubmit it exactly',
+        status: 409,
+      }
+    }
+    if (problem !== null) {
+      results.push({ problem })
+      continue
+    }
+    for (const row of fresh) {
+      existing.set(row.id, { contentHash: row.contentHash, outcome: { id: row.id, status: 'pending' } })
+      inserts.push(row)
+    }
+    results.push({ outcomes, inserted: fresh.length })
+  }
+  if (inserts.length > 0) {
+    const now = Date.now()
+    await db.transaction().execute(async (trx) => {
+      await insertRows(
+        trx,
+        'pool',
+        inserts.map((row) => poolTableRow(row, now, null)),
+      )
+    })
+  }
+  return results
 }

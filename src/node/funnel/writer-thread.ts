@@ -1,0 +1,52 @@
+import { parentPort, workerData } from 'node:worker_threads'
+import type { NodeIdentity } from '../identity.js'
+import { createLogger } from '../logger.js'
+import { type PoolRow, writeSubmissions } from '../pool/pool.js'
+import { openDatabase } from '../storage/database.js'
+import { Funnel } from './funnel.js'
+
+/**
+ * The writer thread owns the node's one write connection: it writes pool submissions and runs the funnel.
+ * SQLite's synchronous commits (and their syncs to disk) then never stall the api's event loop, and the
+ * two halves of the node use both cores.
+ */
+export interface WriterInit {
+  readonly databaseUrl: string
+  readonly identity: NodeIdentity
+  readonly logLevel: string
+}
+
+export type WriterRequest =
+  | { readonly type: 'write'; readonly id: number; readonly submissions: readonly (readonly PoolRow[])[] }
+  | { readonly type: 'stop' }
+
+const port = parentPort!
+const { databaseUrl, identity, logLevel } = workerData as WriterInit
+const log = createLogger(logLevel).child({ component: 'funnel' })
+const database = await openDatabase(databaseUrl)
+const funnel = new Funnel({
+  db: database.db,
+  identity,
+  log,
+  report: (event) => port.postMessage({ type: 'funnel', event }),
+})
+await funnel.load()
+funnel.start()
+
+port.on('message', async (request: WriterRequest) => {
+  if (request.type === 'write') {
+    try {
+      const results = await writeSubmissions(database.db, request.submissions)
+      port.postMessage({ type: 'written', id: request.id, results })
+      if (results.some((result) => 'inserted' in result && result.inserted > 0)) funnel.wake()
+    } catch (error) {
+      log.error({ err: error }, 'pool write failed')
+      port.postMessage({ type: 'written', id: request.id, error: (error as Error).message })
+    }
+  } else {
+    await funnel.stop()
+    await database.close()
+    port.postMessage({ type: 'stopped' })
+  }
+})
+port.postMessage({ type: 'ready' })
