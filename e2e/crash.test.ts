@@ -15,7 +15,7 @@ import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process
 /** Bounds: a few kill rounds, each a short burst of load. */
 const killRounds = 3
 const clients = 4
-const batchSize = 20
+const batchSize = 50
 
 test('SIGKILL at a random moment loses and doubles nothing', { timeout: 180_000 }, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-crash-'))

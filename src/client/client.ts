@@ -40,6 +40,10 @@ export function encodeSubmission(transactions: readonly SignedTransaction[]): st
   return JSON.stringify(transactions.length === 1 ? transactions[0] : { transactions })
 }
 
+/** How often, and how long at most each time, a client waits when the node pushes back. */
+export const pushBackRetriesMax = 3
+export const pushBackWaitSecondsMax = 5
+
 /** Client requests give up after this long. */
 export const clientTimeoutMs = 60_000
 
@@ -130,11 +134,35 @@ export class NodeClient {
     return (await this.#request('GET', '/v1/log/checkpoint')) as string
   }
 
+  /**
+   * One HTTP exchange. A node that pushes back (429 or 503 with Retry-After) is asked again, a bounded
+   * number of times: safe for every request here, since reads change nothing and transactions are
+   * idempotent by id.
+   */
   async #request(
     method: string,
     path: string,
     body?: unknown,
     headers: Record<string, string> = {},
+  ): Promise<unknown> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.#exchange(method, path, body, headers)
+      } catch (error) {
+        const retryAfter = error instanceof VmError ? error.detail?.['retryAfterSeconds'] : undefined
+        if (typeof retryAfter !== 'number' || attempt >= pushBackRetriesMax) throw error
+        await new Promise((resolve) =>
+          setTimeout(resolve, Math.min(retryAfter, pushBackWaitSecondsMax) * 1000),
+        )
+      }
+    }
+  }
+
+  async #exchange(
+    method: string,
+    path: string,
+    body: unknown,
+    headers: Record<string, string>,
   ): Promise<unknown> {
     let response: Response
     try {
@@ -157,12 +185,17 @@ export class NodeClient {
         code?: string
         detail?: string
       }
+      const retryAfter = Number(response.headers.get('retry-after'))
+      const pushedBack = (response.status === 429 || response.status === 503) && retryAfter > 0
       throw new VmError(
         problem.code ?? 'http_error',
         problem.detail ?? `${method} ${path} answered ${response.status}`,
         {
           status: response.status,
-          detail: problem as Record<string, unknown>,
+          detail: {
+            ...(problem as Record<string, unknown>),
+            ...(pushedBack ? { retryAfterSeconds: retryAfter } : {}),
+          },
         },
       )
     }

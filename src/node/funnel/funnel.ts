@@ -182,7 +182,8 @@ export class Funnel {
       const text = encodeLeafText(timeText, signedText)
       const bytes = utf8(text)
       leaves.push({ index: this.#frontier.size, transactionId, text })
-      for (const node of this.#frontier.append(leafHash(bytes))) nodes.push(node)
+      // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
+      for (const node of this.#frontier.append(leafHash(bytes))) if (node.level > 0) nodes.push(node)
     }
 
     const systemRows: PoolRow[] = []

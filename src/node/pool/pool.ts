@@ -187,13 +187,13 @@ export class Pool {
     const wait = Math.min(Math.max(waitMs, 0), waitMsMax)
     const canWait = wait > 0 && this.#waiterCount + ids.length <= waitersMax
     const decided = new Map<string, Outcome>()
-    let wake = () => {}
+    let wake = (_id: string) => {}
     const listeners: [string, (outcome: Outcome) => void][] = []
     if (canWait) {
       for (const id of ids) {
         const listener = (outcome: Outcome) => {
           decided.set(id, outcome)
-          wake()
+          wake(id)
         }
         let set = this.#waiters.get(id)
         if (set === undefined) {
@@ -208,12 +208,14 @@ export class Pool {
     let timer: NodeJS.Timeout | undefined
     try {
       const current = new Map((await this.#rowsById(ids)).map((row) => [row.id, row.outcome]))
-      const undecided = () => ids.some((id) => current.get(id)?.status === 'pending' && !decided.has(id))
-      if (canWait && undecided()) {
+      // Counted once, then decremented per decision: a batch of n ids costs O(n), not O(n²).
+      const waiting = new Set(ids.filter((id) => current.get(id)?.status === 'pending' && !decided.has(id)))
+      if (canWait && waiting.size > 0) {
         await new Promise<void>((resolve) => {
           timer = setTimeout(resolve, wait)
-          wake = () => {
-            if (!undecided()) resolve()
+          wake = (id: string) => {
+            waiting.delete(id)
+            if (waiting.size === 0) resolve()
           }
         })
       }
