@@ -140,7 +140,7 @@ test('the checkpoint verifies, and the audit passes against the running node', a
   assert.match(audited.stdout, /audit passed/)
 })
 
-test('bad usage exits 2, an unreachable node 3, each with a message', async () => {
+test('bad usage exits 2, an unreachable node 3, a taken port 5, each with a message', async () => {
   const usage = await vmoney('tx', 'transfer', '--key', demo('alice.key.json'))
   assert.equal(usage.code, 2)
   assert.match(usage.stderr, /required option/)
@@ -165,6 +165,21 @@ test('bad usage exits 2, an unreachable node 3, each with a message', async () =
   const unreachable = await runCli(['log', 'checkpoint', '--node', `http://127.0.0.1:${await freePort()}`])
   assert.equal(unreachable.code, 3)
   assert.match(unreachable.stderr, /cannot reach/)
+  const port = new URL(node.url).port
+  const taken = await runCli([
+    'node',
+    '--data-dir',
+    join(dataDir, 'second'),
+    '--port',
+    port,
+    '--log-level',
+    'silent',
+  ])
+  assert.equal(taken.code, 5)
+  assert.match(taken.stderr, /listen_failed: cannot listen on 127\.0\.0\.1:\d+ \(EADDRINUSE\)/)
+  const badPort = await runCli(['node', '--data-dir', join(dataDir, 'third'), '--port', 'abc'])
+  assert.equal(badPort.code, 2)
+  assert.match(badPort.stderr, /config_invalid/)
   const help = await runCli(['--help'])
   assert.equal(help.code, 0)
   assert.match(help.stdout, /Exit codes/)

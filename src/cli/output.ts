@@ -35,7 +35,9 @@ export function exitCodeOf(error: unknown): { code: number; message: string } {
     if (error.status >= 400 && error.status < 500 && error.detail?.['requestId'] !== undefined) {
       return { code: exitCodes.refused, message: `refused (${error.code}): ${error.message}` }
     }
-    return { code: exitCodes.usage, message: `${error.code}: ${error.message}` }
+    // Local failures of the machine or its setup (a port taken, a database away) are not usage errors.
+    const code = error.status >= 500 ? exitCodes.internal : exitCodes.usage
+    return { code, message: `${error.code}: ${error.message}` }
   }
   return {
     code: exitCodes.internal,

@@ -3,6 +3,7 @@ import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { newKeyFile, openKeyFile, writeKeyFile } from '../client/key-file.js'
 import { noteVerifierKey } from '../protocol/checkpoint.js'
+import { VmError } from '../protocol/errors.js'
 import { newId, nowTimestamp, type Person, signTransaction } from '../protocol/transaction.js'
 import { buildApp } from './api/app.js'
 import type { ApiContext } from './api/context.js'
@@ -19,7 +20,7 @@ export interface RunningNode {
   readonly url: string
   readonly identity: NodeIdentity
   readonly adminKeyFile: string
-  /** True when this start created the log (a new data dir or database). */
+  /** True when the log holds nothing but the genesis: a new data dir or database. */
   readonly fresh: boolean
   readonly database: NodeDatabase
   close(): Promise<void>
@@ -65,25 +66,37 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       process.exit(70)
     },
   )
-  const adminKeyFile = join(config.dataDir, 'admin.key.json')
-  const fresh = (await db.selectFrom('pool').select('seq').limit(1).executeTakeFirst()) === undefined
-  if (fresh) {
-    await pool.submit([genesisRow(identity, adminKeyFile)])
-    log.info({ adminKeyFile }, 'genesis pooled; the admin key file is the first operator key')
-  }
-
   const verifier = new SignatureVerifier()
-  const context: ApiContext = {
-    db,
-    pool,
-    identity,
-    keys,
-    verifier,
-    metrics,
-    noteVerifierKey: noteVerifierKey(identity.origin, identity.signing.publicKey),
+  const adminKeyFile = join(config.dataDir, 'admin.key.json')
+  let fresh: boolean
+  let app: Awaited<ReturnType<typeof buildApp>>
+  let address: string
+  try {
+    // Fresh: nothing but (at most) the genesis was ever pooled, even if an earlier start stopped right after it.
+    const pooled = await db.selectFrom('pool').select('seq').limit(2).execute()
+    fresh = pooled.length <= 1
+    if (pooled.length === 0) {
+      await pool.submit([genesisRow(identity, adminKeyFile)])
+      log.info({ adminKeyFile }, 'genesis pooled; the admin key file is the first operator key')
+    }
+    const context: ApiContext = {
+      db,
+      pool,
+      identity,
+      keys,
+      verifier,
+      metrics,
+      noteVerifierKey: noteVerifierKey(identity.origin, identity.signing.publicKey),
+    }
+    app = await buildApp(context, log.child({ component: 'api' }))
+    address = await listen(app, config)
+  } catch (error) {
+    // A node that cannot serve stops its threads and connections, so the process can exit.
+    await writer.stop()
+    await verifier.close()
+    await database.close()
+    throw error
   }
-  const app = await buildApp(context, log.child({ component: 'api' }))
-  const address = await app.listen({ host: config.host, port: config.port })
   const url = address.replace('://[::1]', '://localhost')
   return {
     url,
@@ -97,6 +110,25 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       await verifier.close()
       await database.close()
     },
+  }
+}
+
+async function listen(app: Awaited<ReturnType<typeof buildApp>>, config: NodeConfig): Promise<string> {
+  try {
+    return await app.listen({ host: config.host, port: config.port })
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code
+    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
+      throw new VmError(
+        'listen_failed',
+        `cannot listen on ${config.host}:${config.port} (${code}): set VMONEY_PORT or --port`,
+        {
+          status: 500,
+          cause: error,
+        },
+      )
+    }
+    throw error
   }
 }
 
