@@ -48,24 +48,30 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const metrics = createMetrics()
   const keys = new KeyDirectory(db)
   const pool = new Pool(db, (submissions) => writer.write(submissions))
-  await pool.start()
-  const writer = await Writer.start(
-    { databaseUrl: database.url, identity, logLevel: config.logLevel },
-    (event) => {
-      if (event.kind === 'failure') {
-        metrics.funnel.failures.inc()
-        return
-      }
-      pool.announce(event.decisions)
-      metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
-      if (event.keysChanged) keys.invalidate()
-    },
-    (error) => {
-      // Without its writer the node can acknowledge nothing: stop, and let the supervisor restart it.
-      log.fatal({ err: error }, 'the writer thread died')
-      process.exit(70)
-    },
-  )
+  let writer: Writer
+  try {
+    await pool.start()
+    writer = await Writer.start(
+      { databaseUrl: database.url, identity, logLevel: config.logLevel },
+      (event) => {
+        if (event.kind === 'failure') {
+          metrics.funnel.failures.inc()
+          return
+        }
+        pool.announce(event.decisions)
+        metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
+        if (event.keysChanged) keys.invalidate()
+      },
+      (error) => {
+        // Without its writer the node can acknowledge nothing: stop, and let the supervisor restart it.
+        log.fatal({ err: error }, 'the writer thread died')
+        process.exit(70)
+      },
+    )
+  } catch (error) {
+    await database.close()
+    throw error
+  }
   const verifier = new SignatureVerifier()
   const adminKeyFile = join(config.dataDir, 'admin.key.json')
   let fresh: boolean

@@ -33,20 +33,39 @@ const funnel = new Funnel({
 await funnel.load()
 funnel.start()
 
-port.on('message', async (request: WriterRequest) => {
-  if (request.type === 'write') {
-    try {
-      const results = await writeSubmissions(database.db, request.submissions)
-      port.postMessage({ type: 'written', id: request.id, results })
-      if (results.some((result) => 'inserted' in result && result.inserted > 0)) funnel.wake()
-    } catch (error) {
-      log.error({ err: error }, 'pool write failed')
-      port.postMessage({ type: 'written', id: request.id, error: (error as Error).message })
-    }
-  } else {
+/** Writes under way: a stop waits for them, so that none is cut off by the closing connection. */
+const writing = new Set<Promise<void>>()
+
+async function write(request: Extract<WriterRequest, { type: 'write' }>): Promise<void> {
+  try {
+    const results = await writeSubmissions(database.db, request.submissions)
+    port.postMessage({ type: 'written', id: request.id, results })
+    if (results.some((result) => 'inserted' in result && result.inserted > 0)) funnel.wake()
+  } catch (error) {
+    log.error({ err: error }, 'pool write failed')
+    port.postMessage({ type: 'written', id: request.id, error: (error as Error).message })
+  }
+}
+
+async function stop(): Promise<void> {
+  try {
+    await Promise.all(writing)
     await funnel.stop()
     await database.close()
+  } catch (error) {
+    log.error({ err: error }, 'the writer thread did not stop cleanly')
+  } finally {
     port.postMessage({ type: 'stopped' })
   }
+}
+
+port.on('message', (request: WriterRequest) => {
+  if (request.type === 'stop') {
+    void stop()
+    return
+  }
+  const done = write(request)
+  writing.add(done)
+  void done.finally(() => writing.delete(done))
 })
 port.postMessage({ type: 'ready' })

@@ -17,6 +17,8 @@ type WriterMessage =
 
 /** How long the writer thread may take to load the ledger at start. */
 export const writerStartTimeoutMs = 120_000
+/** How long a stop waits for the thread to finish its step and close the database before ending it. */
+export const writerStopTimeoutMs = 30_000
 
 /** The api's handle on the writer thread (see writer-thread.ts). */
 export class Writer {
@@ -26,7 +28,9 @@ export class Writer {
     { resolve(results: SubmissionResult[]): void; reject(error: unknown): void }
   >()
   #nextId = 1
-  #stopped: (() => void) | null = null
+  #stopping = false
+  #exited = false
+  #onStopped: (() => void) | null = null
 
   private constructor(worker: Worker) {
     this.#worker = worker
@@ -45,10 +49,14 @@ export class Writer {
     const writer = new Writer(worker)
     return new Promise((resolve, reject) => {
       let ready = false
-      const timer = setTimeout(
-        () => reject(new Error('the writer thread did not start in time')),
-        writerStartTimeoutMs,
-      )
+      const timer = setTimeout(() => {
+        reject(
+          new VmError('writer_start_timeout', 'the writer thread did not load the ledger in time', {
+            status: 500,
+          }),
+        )
+        void worker.terminate()
+      }, writerStartTimeoutMs)
       worker.on('message', (message: WriterMessage) => {
         if (message.type === 'ready') {
           ready = true
@@ -65,25 +73,29 @@ export class Writer {
               new VmError('storage_unavailable', message.error ?? 'pool write failed', { status: 503 }),
             )
         } else {
-          writer.#stopped?.()
+          writer.#onStopped?.()
         }
       })
       const died = (error: Error) => {
-        for (const waiter of writer.#writes.values()) waiter.reject(error)
-        writer.#writes.clear()
-        if (writer.#stopped !== null) return
         clearTimeout(timer)
+        writer.#failWrites(error)
+        writer.#onStopped?.()
+        if (writer.#stopping) return
         if (ready) onFatal(error)
         else reject(error)
       }
       worker.on('error', died)
       worker.on('exit', (code) => {
-        if (writer.#stopped === null) died(new Error(`the writer thread exited with code ${code}`))
+        writer.#exited = true
+        died(new Error(`the writer thread exited with code ${code}`))
       })
     })
   }
 
   write(submissions: readonly (readonly PoolRow[])[]): Promise<SubmissionResult[]> {
+    if (this.#stopping) {
+      return Promise.reject(new VmError('storage_unavailable', 'the node is stopping', { status: 503 }))
+    }
     const id = this.#nextId++
     return new Promise((resolve, reject) => {
       this.#writes.set(id, { resolve, reject })
@@ -91,12 +103,26 @@ export class Writer {
     })
   }
 
-  /** Lets the funnel finish its step, closes the connection, and ends the thread. */
+  /** Lets the thread finish its writes and its step, close the connection, and end; bounded in time. */
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => {
-      this.#stopped = resolve
-      this.#worker.postMessage({ type: 'stop' } satisfies WriterRequest)
-    })
+    if (this.#stopping) return
+    this.#stopping = true
+    if (!this.#exited) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, writerStopTimeoutMs)
+        this.#onStopped = () => {
+          clearTimeout(timer)
+          resolve()
+        }
+        this.#worker.postMessage({ type: 'stop' } satisfies WriterRequest)
+      })
+    }
     await this.#worker.terminate()
+    this.#failWrites(new VmError('storage_unavailable', 'the node stopped', { status: 503 }))
+  }
+
+  #failWrites(error: unknown): void {
+    for (const waiter of this.#writes.values()) waiter.reject(error)
+    this.#writes.clear()
   }
 }

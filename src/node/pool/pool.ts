@@ -15,6 +15,8 @@ export const poolPendingMax = 200_000
 export const waitersMax = 50_000
 export const waitMsMax = 30_000
 export const retryAfterSeconds = 1
+/** Rows in one group commit; more waits for the next. */
+export const rowsPerWriteMax = 10_000
 /** Ids per `IN (...)` lookup. */
 const idsPerQueryMax = 1_000
 
@@ -93,6 +95,7 @@ export class Pool {
   readonly #db: Kysely<Database>
   #queue: Submission[] = []
   #flushing = false
+  #queuedRows = 0
   #pendingCount = 0
   readonly #waiters = new Map<string, Set<(outcome: Outcome) => void>>()
   #waiterCount = 0
@@ -122,7 +125,8 @@ export class Pool {
    * outcome is returned). An id already pooled with other bytes refuses the whole batch.
    */
   submit(rows: readonly PoolRow[]): Promise<Outcome[]> {
-    if (this.#pendingCount + rows.length > poolPendingMax) {
+    // Rows still queued for the next group commit count too: the limit bounds memory, not only the table.
+    if (this.#pendingCount + this.#queuedRows + rows.length > poolPendingMax) {
       return Promise.reject(
         new VmError('overloaded', 'the pool is full; retry later', {
           status: 503,
@@ -132,6 +136,7 @@ export class Pool {
     }
     return new Promise((resolve, reject) => {
       this.#queue.push({ rows, resolve, reject })
+      this.#queuedRows += rows.length
       if (!this.#flushing) setImmediate(() => void this.#flush())
       this.#flushing = true
     })
@@ -139,8 +144,18 @@ export class Pool {
 
   async #flush(): Promise<void> {
     while (this.#queue.length > 0) {
-      const batch = this.#queue
-      this.#queue = []
+      // One group commit takes whole submissions up to a bounded number of rows.
+      let take = 0
+      let rows = 0
+      while (
+        take < this.#queue.length &&
+        (take === 0 || rows + this.#queue[take]!.rows.length <= rowsPerWriteMax)
+      ) {
+        rows += this.#queue[take]!.rows.length
+        take++
+      }
+      const batch = this.#queue.splice(0, take)
+      this.#queuedRows -= rows
       try {
         await this.#write(batch)
       } catch (error) {
