@@ -25,6 +25,22 @@ after(async () => {
 
 const vmoney = (...args: string[]) => runCli([...args, '--node', node.url])
 const account = (name: string) => world.persons.find((p) => p.name === name)!.accounts[0]!
+const aliceToBob = (amount: string, ...more: string[]) =>
+  vmoney(
+    'tx',
+    'transfer',
+    '--key',
+    demo('alice.key.json'),
+    '--from',
+    account('Alice'),
+    '--to',
+    account('Bob'),
+    '--amount',
+    amount,
+    '--asset',
+    'demo:EUR',
+    ...more,
+  )
 
 test('start prints the node id and URLs and seeds the demo world with private key files', () => {
   assert.match(node.output(), /VisibleMoney node [A-Za-z0-9_-]{43}/)
@@ -38,21 +54,7 @@ test('start prints the node id and URLs and seeds the demo world with private ke
 })
 
 test('a transfer is signed, submitted and final, and shows in the balances', async () => {
-  const result = await vmoney(
-    'tx',
-    'transfer',
-    '--key',
-    demo('alice.key.json'),
-    '--from',
-    account('Alice'),
-    '--to',
-    account('Bob'),
-    '--amount',
-    '1.25',
-    '--asset',
-    'demo:EUR',
-    '--json',
-  )
+  const result = await aliceToBob('1.25', '--json')
   assert.equal(result.code, 0, result.stderr)
   const outcome = JSON.parse(result.stdout) as {
     id: string
@@ -72,21 +74,7 @@ test('a transfer is signed, submitted and final, and shows in the balances', asy
 })
 
 test('a rejected transfer exits 1 with its code', async () => {
-  const result = await vmoney(
-    'tx',
-    'transfer',
-    '--key',
-    demo('alice.key.json'),
-    '--from',
-    account('Alice'),
-    '--to',
-    account('Bob'),
-    '--amount',
-    '99999',
-    '--asset',
-    'demo:EUR',
-    '--json',
-  )
+  const result = await aliceToBob('99999', '--json')
   assert.equal(result.code, 1)
   assert.equal((JSON.parse(result.stdout) as { code: string }).code, 'exceeds_credits')
 })
@@ -144,20 +132,7 @@ test('bad usage exits 2, an unreachable node 3, a taken port 5, each with a mess
   const usage = await vmoney('tx', 'transfer', '--key', demo('alice.key.json'))
   assert.equal(usage.code, 2)
   assert.match(usage.stderr, /required option/)
-  const amount = await vmoney(
-    'tx',
-    'transfer',
-    '--key',
-    demo('alice.key.json'),
-    '--from',
-    account('Alice'),
-    '--to',
-    account('Bob'),
-    '--amount',
-    '1.255',
-    '--asset',
-    'demo:EUR',
-  )
+  const amount = await aliceToBob('1.255')
   assert.equal(amount.code, 2)
   assert.match(amount.stderr, /decimal places/)
   const missingKey = await vmoney('account', 'show', '--key', join(dataDir, 'nope.json'))

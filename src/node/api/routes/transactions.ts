@@ -242,6 +242,7 @@ export function transactionRoutes(app: FastifyInstance, context: ApiContext): vo
       const signer = await context.keys.get((JSON.parse(found.signed) as SignedTransactionValue).tx.signer)
       requirePerson(principal, signer === null ? [] : [signer.personId])
       const wait = (request.query as { wait?: number }).wait ?? 0
+      if (found.outcome.status !== 'pending' || wait === 0) return found.outcome
       const [outcome] = await context.pool.waitForAll([id], wait)
       return outcome ?? found.outcome
     },
