@@ -6,11 +6,13 @@ import {
   checkBlock,
   genesisPrevious,
   headerHash,
+  logOrigin,
   signHeader,
   validateBlock,
   verifyHeaderSignature,
 } from './block.js'
 import { canonicalBytes } from './canonical.js'
+import { signCheckpoint } from './checkpoint.js'
 import { fromBase64Url, toBase64, toBase64Url, toHex, utf8 } from './encoding.js'
 import { VmError } from './errors.js'
 import { sha256 } from './hash.js'
@@ -55,7 +57,13 @@ function makeBlock(
     time: new Date(startMs + height * 1_000).toISOString(),
   }
   const header = { ...correct, ...changes } as BlockHeader
-  return { header, signature: signHeader(header, secretKey), leaves: leaves.map(toBase64) }
+  const origin = logOrigin(nodeId)
+  const checkpoint = signCheckpoint(
+    { origin, size: frontier.size, root: frontier.root(), extensions: [] },
+    origin,
+    secretKey,
+  )
+  return { header, signature: signHeader(header, secretKey), checkpoint, leaves: leaves.map(toBase64) }
 }
 
 /** A chain of blocks with these leaf counts, each checked and accepted. */

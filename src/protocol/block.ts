@@ -4,11 +4,12 @@
  * browser that checks every block both follows the chain and rebuilds the log.
  */
 import { canonicalBytes } from './canonical.js'
+import { type Checkpoint, noteBytesMax, noteVerifierKey, openCheckpoint } from './checkpoint.js'
 import { fromBase64, fromBase64Url, toBase64, toBase64Url } from './encoding.js'
 import { VmError } from './errors.js'
 import { hashSize, sha256 } from './hash.js'
 import { ed25519PublicKeySize, ed25519SignatureSize, sign, verify } from './keys.js'
-import { Frontier, leafHash } from './merkle.js'
+import { Frontier, leafHash, type NodeWrite } from './merkle.js'
 
 export interface BlockHeader {
   readonly v: 1
@@ -32,6 +33,11 @@ export interface Block {
   readonly header: BlockHeader
   /** base64url Ed25519 signature over canonicalBytes(header). */
   readonly signature: string
+  /**
+   * The C2SP checkpoint of the log after this block, signed by the node, so that whoever holds the block
+   * (a browser) can serve the node's own signed checkpoint to witnesses and verifiers.
+   */
+  readonly checkpoint: string
   /** base64 of each leaf's exact bytes, in log order. */
   readonly leaves: readonly string[]
 }
@@ -53,7 +59,8 @@ const headerFields = [
   'logRoot',
   'time',
 ]
-const blockFields = ['header', 'signature', 'leaves']
+const blockFields = ['header', 'signature', 'checkpoint', 'leaves']
+const base64Text = /^[A-Za-z0-9+/]*={0,2}$/
 const timePattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 
 function blockError(code: string, message: string): VmError {
@@ -108,18 +115,18 @@ export function validateBlock(value: unknown): Block {
   if (!hasExactFields(value, blockFields))
     throw malformed(`a block has exactly the fields ${blockFields.join(', ')}`)
   validateHeader(value.header)
-  const { signature, leaves } = value
+  const { signature, checkpoint, leaves } = value
   if (typeof signature !== 'string' || !isSignature(signature)) {
     throw malformed('the signature must be the base64url of 64 bytes')
   }
+  if (typeof checkpoint !== 'string' || checkpoint.length > noteBytesMax) {
+    throw malformed('the checkpoint must be a signed note')
+  }
   if (!Array.isArray(leaves)) throw malformed('leaves must be an array')
   leaves.forEach((leaf: unknown, position) => {
-    if (typeof leaf !== 'string') throw malformed(`leaf ${position} is not a string`)
-    try {
-      fromBase64(leaf)
-    } catch {
+    // The alphabet and length here; checkBlock decodes each leaf once, strictly, as it hashes it.
+    if (typeof leaf !== 'string' || leaf.length % 4 !== 0 || !base64Text.test(leaf))
       throw malformed(`leaf ${position} is not base64`)
-    }
   })
   return value as unknown as Block
 }
@@ -130,6 +137,11 @@ function isSignature(text: string): boolean {
   } catch {
     return false
   }
+}
+
+/** The log's origin (its checkpoints' first line and note key name): one per node. */
+export function logOrigin(nodeId: string): string {
+  return `vmoney/${nodeId}`
 }
 
 /** SHA-256 of the header's RFC 8785 bytes: what the next header's `previous` holds. */
@@ -170,6 +182,8 @@ export function checkBlock(
   block: Block,
   previous: { readonly header: BlockHeader; readonly frontier: Frontier } | null,
   nodePublicKey: Uint8Array,
+  /** When given, receives the decoded leaves and every perfect subtree they complete (for storage). */
+  out?: { readonly leaves: Uint8Array[]; readonly nodes: NodeWrite[] },
 ): Frontier {
   validateBlock(block)
   const { header } = block
@@ -224,9 +238,43 @@ export function checkBlock(
     throw blockError('block_root_mismatch', 'the log so far does not match the previous header')
   }
   const next = previous === null ? new Frontier() : previous.frontier.clone()
-  for (const leaf of block.leaves) next.append(leafHash(fromBase64(leaf)))
+  for (const [position, text] of block.leaves.entries()) {
+    let leaf: Uint8Array
+    try {
+      leaf = fromBase64(text)
+    } catch {
+      throw malformed(`leaf ${position} is not base64`)
+    }
+    const nodes = next.append(leafHash(leaf))
+    if (out !== undefined) {
+      out.leaves.push(leaf)
+      out.nodes.push(...nodes)
+    }
+  }
   if (toBase64(next.root()) !== header.logRoot) {
     throw blockError('block_root_mismatch', `the leaves of block ${header.height} do not give its log root`)
   }
+  checkBlockCheckpoint(block, nodePublicKey)
   return next
+}
+
+/** The block's checkpoint must be the node's signed note of exactly the header's log size and root. */
+export function checkBlockCheckpoint(block: Block, nodePublicKey: Uint8Array): void {
+  const origin = logOrigin(block.header.node)
+  let checkpoint: Checkpoint
+  try {
+    checkpoint = openCheckpoint(block.checkpoint, noteVerifierKey(origin, nodePublicKey), origin)
+  } catch (error) {
+    throw new VmError(
+      'block_checkpoint_invalid',
+      `the checkpoint of block ${block.header.height} is not the node's: ${(error as Error).message}`,
+      { status: 400, cause: error },
+    )
+  }
+  if (checkpoint.size !== block.header.logSize || toBase64(checkpoint.root) !== block.header.logRoot) {
+    throw blockError(
+      'block_checkpoint_invalid',
+      `the checkpoint of block ${block.header.height} is not for the header's log size and root`,
+    )
+  }
 }

@@ -17,6 +17,7 @@ import {
   MemoryNodeStore,
   type NodeId,
   nodeHash,
+  rootFromConsistencyProof,
   rootFromInclusionProof,
   verifyConsistency,
   verifyInclusion,
@@ -253,6 +254,50 @@ describe('RFC 9162 test vectors', () => {
     }
   })
 
+  describe('rootFromConsistencyProof', () => {
+    const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0
+    for (const { name, vector } of consistencyVectors) {
+      const { size1, size2 } = vector
+      // A proof from a power of two omits the old root; those vectors cannot give it back.
+      if (size1 < 1 || size1 > size2 || (isPowerOfTwo(size1) && size1 < size2)) continue
+      test(`${name}: ${vector.desc} ${vector.wantErr ? 'does not give root1' : 'gives root1'}`, () => {
+        const compute = () =>
+          rootFromConsistencyProof(size1, size2, decodeProof(vector.proof), fromBase64(vector.root2))
+        if (!vector.wantErr) {
+          assert.equal(toHex(compute()), toHex(fromBase64(vector.root1)))
+          return
+        }
+        // A mutation is refused, or it leads to another root than root1 (so verifyConsistency refuses it).
+        let computed: Uint8Array | null = null
+        try {
+          computed = compute()
+        } catch (error) {
+          assert.ok(isProofInvalid(error), String(error))
+        }
+        if (computed !== null) assert.notEqual(toHex(computed), toHex(fromBase64(vector.root1)))
+      })
+    }
+
+    test('a proof from a power of two is refused as out of range, not as invalid', () => {
+      const fromPowers = consistencyVectors.filter(
+        ({ vector }) => !vector.wantErr && isPowerOfTwo(vector.size1) && vector.size1 < vector.size2,
+      )
+      assert.ok(fromPowers.length > 0)
+      for (const { vector } of fromPowers) {
+        assert.throws(
+          () =>
+            rootFromConsistencyProof(
+              vector.size1,
+              vector.size2,
+              decodeProof(vector.proof),
+              fromBase64(vector.root2),
+            ),
+          isOutOfRange,
+        )
+      }
+    })
+  })
+
   test('proofs generated from stored nodes equal the happy-path vectors', async () => {
     const { store } = buildLog(vectorLeaves)
     let compared = 0
@@ -471,6 +516,35 @@ describe('properties', () => {
             referenceRoot(leaves.slice(0, size1)),
             referenceRoot(leaves.slice(0, size2)),
           )
+        },
+      ),
+      { numRuns: 200 },
+    )
+  })
+
+  test('rootFromConsistencyProof gives the naive MTH of the older tree, and refuses a flipped root2', async () => {
+    await fc.assert(
+      fc.asyncProperty(
+        fc.integer({ min: 1, max: 90 }),
+        fc.nat(),
+        fc.nat(),
+        fc.nat({ max: 31 }),
+        async (logSize, size2Seed, size1Seed, position) => {
+          const leaves = distinctLeaves(logSize)
+          const { store } = buildLog(leaves)
+          const size2 = 1 + (size2Seed % logSize)
+          const size1 = 1 + (size1Seed % size2)
+          const root2 = referenceRoot(leaves.slice(0, size2))
+          if ((size1 & (size1 - 1)) === 0 && size1 < size2) return
+          const proof = await consistencyProof(size1, size2, store.read, logSize)
+          const root1 = rootFromConsistencyProof(size1, size2, proof, root2)
+          assert.equal(toHex(root1), toHex(referenceRoot(leaves.slice(0, size1))))
+          if (size1 < size2) {
+            assert.throws(
+              () => rootFromConsistencyProof(size1, size2, proof, flipped(root2, position)),
+              isProofInvalid,
+            )
+          }
         },
       ),
       { numRuns: 200 },

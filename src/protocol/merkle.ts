@@ -457,6 +457,52 @@ export function verifyConsistency(
   }
 }
 
+/**
+ * The root of the older tree that a consistency proof from size1 to size2 attests, after checking that
+ * the proof leads to `root2`: how a verifier learns what a log committed to at an earlier size (to find
+ * where two views of a log part). Throws VmError 'proof_invalid' for a proof that does not lead to root2
+ * or has the wrong length. When size1 is a power of two the proof omits the old root (RFC 9162 §2.1.4.1),
+ * so it cannot be computed from the proof: VmError 'proof_out_of_range'.
+ */
+export function rootFromConsistencyProof(
+  size1: number,
+  size2: number,
+  proof: readonly Uint8Array[],
+  root2: Uint8Array,
+): Uint8Array {
+  if (!isCount(size1) || !isCount(size2)) {
+    throw invalid(`tree sizes ${size1} and ${size2} must be non-negative safe integers`)
+  }
+  if (size2 < size1) throw invalid(`size2 ${size2} is smaller than size1 ${size1}`)
+  if (size1 === 0) throw invalid('a consistency proof from the empty tree is meaningless')
+  if (size1 === size2) {
+    if (proof.length > 0) throw invalid(`the sizes are equal but the proof has ${proof.length} hashes`)
+    return root2.slice()
+  }
+  if (root2.length !== hashSize) throw invalid(`roots must be ${hashSize} bytes`)
+  const shift = trailingZeros(size1)
+  if (size1 === 2 ** shift) {
+    throw outOfRange(`the consistency proof from ${size1}, a power of two, does not hold the old root`)
+  }
+  checkProofHashes(proof)
+  // As in verifyConsistency: the seed is the old tree's rightmost perfect subtree, proof[0].
+  const inner = bitLength(xor(size1 - 1, size2 - 1)) - shift
+  const border = popCount(shiftRight(size1 - 1, inner + shift))
+  if (proof.length !== 1 + inner + border) {
+    throw invalid(
+      `the consistency proof has ${proof.length} hashes; from ${size1} to ${size2} needs ${1 + inner + border}`,
+    )
+  }
+  const seed = proof[0]!
+  const path = proof.slice(1, 1 + inner)
+  const borderPath = proof.slice(1 + inner)
+  const mask = shiftRight(size1 - 1, shift)
+  if (!bytesEqual(chainBorderRight(chainInner(seed, path, mask), borderPath), root2)) {
+    throw invalid(`the consistency proof does not lead to root2 of the tree of size ${size2}`)
+  }
+  return chainBorderRight(chainInnerRight(seed, path, mask), borderPath)
+}
+
 /** Node hashes in memory, keyed by (level, index): for tests and small tools. */
 export class MemoryNodeStore {
   readonly #nodes = new Map<string, Uint8Array>()

@@ -81,3 +81,36 @@ test('validation refuses unknown types, unknown fields and bad amounts', () => {
   refuse(JSON.parse(JSON.stringify(withMemo('half \ud800 a pair'))), 'invalid_schema')
   validateSignedTransaction(JSON.parse(JSON.stringify(withMemo('a whole pair \ud83d\ude00'))))
 })
+
+test('views and read-only keys have their shapes', () => {
+  const base = { v: 1, id: newId(), node: signer, created: '2026-11-23T10:00:00Z', signer } as const
+  const grant = {
+    ...base,
+    type: 'grant_view',
+    view: newId(),
+    accounts: [newId()],
+    grantee: 'everyone',
+    from: '1970-01-01T00:00:00.000Z',
+    until: '2027-11-23T10:00:00Z',
+  } as const
+  const valid = (tx: unknown) => validateSignedTransaction(signTransaction(tx as never, key.secretKey))
+  const refused = (tx: unknown) =>
+    assert.throws(
+      () => valid(tx),
+      (e: { code: string }) => e.code === 'invalid_schema' || e.code === 'unknown_field',
+    )
+  valid(grant)
+  valid({ ...grant, grantee: newId() })
+  valid({ ...base, type: 'revoke_view', view: newId() })
+  refused({ ...grant, grantee: 'someone' })
+  refused({ ...grant, accounts: [] })
+  const twice = newId()
+  refused({ ...grant, accounts: [twice, twice] })
+  refused({ ...grant, accounts: Array.from({ length: 65 }, newId) })
+  refused({ ...grant, until: 'tomorrow' })
+
+  const signing = { kty: 'OKP', crv: 'Ed25519', x: publicJwk('Ed25519', key.publicKey).x } as const
+  const addKey = (deviceKey: unknown) => ({ ...base, type: 'add_key', person: newId(), key: deviceKey })
+  valid(addKey({ signing, use: 'read' }))
+  refused(addKey({ signing, use: 'write' }))
+})

@@ -48,8 +48,17 @@ export const EncryptionJwk = Type.Object(
   },
   strict,
 )
+/**
+ * A device key. With `use: 'read'` it signs reads only, never a transaction: that is how a key derived
+ * from a person's password is registered, so that a guessed password can read but never move money.
+ */
 export const DeviceKey = Type.Object(
-  { signing: SigningJwk, encryption: Type.Optional(EncryptionJwk), label: Type.Optional(Text(64)) },
+  {
+    signing: SigningJwk,
+    encryption: Type.Optional(EncryptionJwk),
+    use: Type.Optional(Type.Literal('read', { description: 'signs reads only' })),
+    label: Type.Optional(Text(64)),
+  },
   strict,
 )
 export type DeviceKey = Static<typeof DeviceKey>
@@ -191,6 +200,18 @@ export const transactionSchemas = {
   post_pending: kind('post_pending', { pending: Id, amount: Type.Optional(Amount) }),
   void_pending: kind('void_pending', { pending: Id }),
   expire_pending: kind('expire_pending', { pending: Type.Array(Id, { minItems: 1, maxItems: 8190 }) }),
+  /**
+   * A person lets a grantee (a person, an auditor, or everyone) see some of their own accounts: the
+   * activity with block time in [from, until), and the balances while the present is in that range.
+   */
+  grant_view: kind('grant_view', {
+    view: Id,
+    accounts: Type.Array(Id, { minItems: 1, maxItems: 64, uniqueItems: true }),
+    grantee: Type.Union([Id, Type.Literal('everyone')]),
+    from: Timestamp,
+    until: Timestamp,
+  }),
+  revoke_view: kind('revoke_view', { view: Id }),
 } as const
 
 export type TransactionType = keyof typeof transactionSchemas
