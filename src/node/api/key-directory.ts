@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
 import { fromBase64Url } from '../../protocol/encoding.js'
-import type { Role } from '../../protocol/transaction.js'
+import type { DeviceKey, Role } from '../../protocol/transaction.js'
 import type { Database } from '../storage/schema.js'
 
 export interface KnownKey {
@@ -8,6 +8,8 @@ export interface KnownKey {
   readonly personId: string
   readonly publicKey: Uint8Array
   readonly revoked: boolean
+  /** `use: 'read'`: the key signs reads, never a transaction. */
+  readonly readOnly: boolean
   readonly roles: readonly Role[]
 }
 
@@ -52,16 +54,16 @@ export class KeyDirectory {
         const found = new Map(rows.map((row) => [row.key_id, row]))
         for (const keyId of ids) {
           const row = found.get(keyId)
+          const deviceKey = row === undefined ? undefined : (JSON.parse(row.device_key) as DeviceKey)
           const key: KnownKey | null =
-            row === undefined
+            row === undefined || deviceKey === undefined
               ? null
               : {
                   keyId,
                   personId: row.person_id,
-                  publicKey: fromBase64Url(
-                    (JSON.parse(row.device_key) as { signing: { x: string } }).signing.x,
-                  ),
+                  publicKey: fromBase64Url(deviceKey.signing.x),
                   revoked: row.revoked === 1,
+                  readOnly: deviceKey.use === 'read',
                   roles: JSON.parse(row.roles) as Role[],
                 }
           this.#cache.set(keyId, key)

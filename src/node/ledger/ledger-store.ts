@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Selectable, Transaction } from 'kysely'
 import type { AccountFlag, DeviceKey, KycStatus, Person, Role } from '../../protocol/transaction.js'
-import { insertRows } from '../storage/batch-insert.js'
+import { insertRows, parametersPerStatementMax } from '../storage/batch-insert.js'
 import type {
   AccountTable,
   Database,
@@ -8,6 +8,7 @@ import type {
   KeyTable,
   PersonTable,
   TransferTable,
+  ViewTable,
 } from '../storage/schema.js'
 import type {
   AccountRecord,
@@ -16,6 +17,7 @@ import type {
   PersonRecord,
   TransferRecord,
   TransferState,
+  ViewRecord,
 } from './model.js'
 import type { LedgerChanges, LedgerState } from './state-machine.js'
 
@@ -88,14 +90,29 @@ export function entryFromRow(row: Selectable<EntryTable>): EntryRecord & { reado
   }
 }
 
+export function viewFromRow(row: Selectable<ViewTable>): ViewRecord {
+  return {
+    id: row.id,
+    grantor: row.grantor,
+    grantee: row.grantee,
+    accounts: JSON.parse(row.accounts) as string[],
+    from: row.from_time,
+    until: row.until_time,
+    revoked: row.revoked === 1,
+    createdLeaf: row.created_leaf,
+    revokedLeaf: row.revoked_leaf,
+  }
+}
+
 /** Loads the funnel's hot state. */
 export async function loadLedgerSnapshot(db: Executor): Promise<LedgerState> {
-  const [persons, keys, assets, accounts, transfers] = await Promise.all([
+  const [persons, keys, assets, accounts, transfers, views] = await Promise.all([
     db.selectFrom('ledger_persons').selectAll().execute(),
     db.selectFrom('ledger_keys').selectAll().execute(),
     db.selectFrom('ledger_assets').selectAll().execute(),
     db.selectFrom('ledger_accounts').selectAll().execute(),
     db.selectFrom('ledger_transfers').selectAll().where('expires_at', 'is not', null).execute(),
+    db.selectFrom('ledger_views').selectAll().execute(),
   ])
   return {
     persons: persons.map(personFromRow),
@@ -109,6 +126,7 @@ export async function loadLedgerSnapshot(db: Executor): Promise<LedgerState> {
     })),
     accounts: accounts.map(accountFromRow),
     transfers: transfers.map(transferFromRow),
+    views: views.map(viewFromRow),
   }
 }
 
@@ -196,6 +214,34 @@ export async function writeLedgerChanges(trx: Executor, changes: LedgerChanges):
     ),
     ['id'],
   )
+  await insertRows(
+    trx,
+    'ledger_views',
+    changes.views.map(
+      (v): Insertable<ViewTable> => ({
+        id: v.id,
+        grantor: v.grantor,
+        grantee: v.grantee,
+        accounts: JSON.stringify(v.accounts),
+        from_time: v.from,
+        until_time: v.until,
+        revoked: v.revoked ? 1 : 0,
+        created_leaf: v.createdLeaf,
+        revoked_leaf: v.revokedLeaf,
+      }),
+    ),
+    ['id'],
+  )
+  // A view's accounts never change; a revoked view comes again and finds its rows already there.
+  const viewAccounts = changes.views.flatMap((v) => v.accounts.map((account) => ({ account, view_id: v.id })))
+  const rowsPerStatement = parametersPerStatementMax / 2
+  for (let start = 0; start < viewAccounts.length; start += rowsPerStatement) {
+    await trx
+      .insertInto('ledger_view_accounts')
+      .values(viewAccounts.slice(start, start + rowsPerStatement))
+      .onConflict((conflict) => conflict.doNothing())
+      .execute()
+  }
   await insertRows(
     trx,
     'ledger_entries',

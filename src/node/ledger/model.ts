@@ -76,3 +76,20 @@ export interface EntryRecord {
   readonly amount: bigint
   readonly time: number
 }
+
+/** A view a person granted of some of their accounts (seed 000: "views on other people data"). */
+export interface ViewRecord {
+  /** The id the grantor chose (`grant_view.view`). */
+  readonly id: string
+  /** The person who owns every account of the view. */
+  readonly grantor: string
+  /** The person who may see; null: everyone who can sign a read. */
+  readonly grantee: string | null
+  readonly accounts: readonly string[]
+  /** Epoch ms: the view covers account activity with block time in [from, until). */
+  readonly from: number
+  readonly until: number
+  revoked: boolean
+  readonly createdLeaf: number
+  revokedLeaf: number | null
+}

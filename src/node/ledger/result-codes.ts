@@ -8,7 +8,8 @@ import { assert } from '../../protocol/errors.js'
  * order is documented in `state-machine.ts`.
  *
  * Groups: 0-9 outcome of the chain, 10-19 every transaction, 20-29 genesis, 30-49 authorization,
- * 50-69 persons and keys, 70-79 assets, 80-109 accounts, 110-149 transfers, 150-169 two-phase transfers.
+ * 50-69 persons and keys, 70-79 assets, 80-109 accounts, 110-149 transfers, 150-169 two-phase transfers,
+ * 170-189 views.
  */
 export const resultCodes = {
   /** Accepted: the transaction becomes a leaf and its effects are applied. */
@@ -28,6 +29,8 @@ export const resultCodes = {
   system_transaction_not_allowed: 13,
   /** The node key signs only system transactions, so that it can never act for a person. */
   signer_is_node_key: 14,
+  /** The signing key has `use: 'read'`: it signs reads only, so a guessed password can never move money. */
+  signer_key_read_only: 15,
 
   /** The ledger already holds its genesis: there is exactly one, forever. */
   genesis_exists: 20,
@@ -65,6 +68,8 @@ export const resultCodes = {
   key_not_owned_by_person: 54,
   /** The key named by `revoke_key` is already revoked. */
   key_already_revoked: 55,
+  /** The person already has `keysPerPersonMax` active keys: revoke one first. */
+  person_keys_limit_reached: 56,
 
   /** An asset with this id already exists. */
   asset_exists: 70,
@@ -159,6 +164,32 @@ export const resultCodes = {
    * not come: the funnel built a wrong expiry, and nothing of it applies.
    */
   pending_transfer_not_expirable: 156,
+
+  /** A view with this id already exists (revoked ones included: a view id is never reused). */
+  view_exists: 170,
+  /** An account named by `grant_view` does not exist. */
+  view_account_not_found: 171,
+  /** A person grants views only of accounts they own; staff read everything without a view. */
+  signer_not_view_account_owner: 172,
+  /** The grantee named by `grant_view` is not a registered person. */
+  view_grantee_not_found: 173,
+  /** A view to oneself grants nothing: the owner reads their accounts anyway. */
+  view_grantee_is_grantor: 174,
+  /** `from` is not before `until`, a time is not a real date, or the range is longer than 100 years. */
+  view_range_invalid: 175,
+  /** No view has the id named by `revoke_view`. */
+  view_not_found: 176,
+  /** The view is already revoked. */
+  view_already_revoked: 177,
+  /** A view is revoked by its grantor, or by an operator. */
+  signer_not_view_grantor: 178,
+  /**
+   * Decided by the funnel, not the state machine: the earlier leaves a `grant_view` would disclose to its
+   * grantee need more content keys than one block may carry. Grant a shorter range, or fewer accounts.
+   */
+  view_history_too_large: 179,
+  /** The account already has `viewsPerAccountMax` active views: revoke one first. */
+  view_limit_reached: 180,
 } as const
 
 export type ResultCodeName = keyof typeof resultCodes

@@ -17,9 +17,24 @@ import {
   type TransactionType,
   validateSignedTransaction,
 } from '../../protocol/transaction.js'
-import type { AccountRecord, AssetRecord, KeyRecord, PersonRecord, TransferRecord } from './model.js'
+import type {
+  AccountRecord,
+  AssetRecord,
+  KeyRecord,
+  PersonRecord,
+  TransferRecord,
+  ViewRecord,
+} from './model.js'
 import { type ResultCodeName, resultCodes, resultName } from './result-codes.js'
-import { type ChainItem, Ledger, type LedgerChanges, systemPersonId } from './state-machine.js'
+import {
+  type ChainItem,
+  keysPerPersonMax,
+  Ledger,
+  type LedgerChanges,
+  systemPersonId,
+  viewRangeMsMax,
+  viewsPerAccountMax,
+} from './state-machine.js'
 
 /**
  * Ledger tests in the manner of TigerBeetle's state machine tests: a small world, then tables of
@@ -49,6 +64,7 @@ type Balances = readonly [
 ]
 
 const start = Date.UTC(2025, 0, 1)
+const year = 365 * 24 * 3600 * 1000
 /** 2^128: one more than any amount. */
 const tooLarge = (amountMax + 1n).toString()
 const max = amountMax.toString()
@@ -235,6 +251,39 @@ class World {
 
   expire(...pending: string[]): BodyFor<'expire_pending'> {
     return { type: 'expire_pending', pending: pending.map((name) => this.id(name)) }
+  }
+
+  /** A view of named accounts to a named person or everyone, by default for a year either side of now. */
+  grant(
+    view: string,
+    accounts: readonly string[],
+    grantee: string,
+    from: number | string = start - year,
+    until: number | string = start + year,
+  ): BodyFor<'grant_view'> {
+    const time = (value: number | string) => (typeof value === 'string' ? value : nowTimestamp(value))
+    return {
+      type: 'grant_view',
+      view: this.id(view),
+      accounts: accounts.map((name) => this.id(name)),
+      grantee: grantee === 'everyone' ? 'everyone' : this.id(grantee),
+      from: time(from),
+      until: time(until),
+    }
+  }
+
+  revokeView(view: string): BodyFor<'revoke_view'> {
+    return { type: 'revoke_view', view: this.id(view) }
+  }
+
+  /** Ids of the views covering a named account at `time`, by name. */
+  covering(account: string, time = this.time): string[] {
+    return this.ledger.viewsCovering(this.id(account), time).map((view) => this.name(view.id))
+  }
+
+  name(id: string): string {
+    for (const [name, value] of this.#ids) if (value === id) return name
+    return id
   }
 
   /**
@@ -702,7 +751,7 @@ test('statement entries and takeChanges', () => {
   assert.equal(changes.accounts[0]!.debitsPosted, 25n)
   assert.equal(w.ledger.account(alice)?.debitsPosted, 26n)
   w.ledger.discardChanges()
-  assert.deepEqual(emptiness(w.ledger.takeChanges()), [0, 0, 0, 0, 0, 0])
+  assert.deepEqual(emptiness(w.ledger.takeChanges()), [0, 0, 0, 0, 0, 0, 0])
 })
 
 function emptiness(changes: LedgerChanges): number[] {
@@ -712,6 +761,7 @@ function emptiness(changes: LedgerChanges): number[] {
     changes.assets,
     changes.accounts,
     changes.transfers,
+    changes.views,
     changes.entries,
   ].map((list) => list.length)
 }
@@ -769,7 +819,7 @@ test('a linked chain that fails undoes everything before the failure', () => {
     ['bob.EUR', 0n, 0n, 300n, 10n],
   ])
   const changes = w.ledger.takeChanges()
-  assert.deepEqual(emptiness(changes), [0, 0, 0, 2, 1, 2])
+  assert.deepEqual(emptiness(changes), [0, 0, 0, 2, 1, 0, 2])
   assert.deepEqual(
     changes.accounts.map((account) => [account.debitsPending, account.debitsPosted, account.creditsPosted]),
     [
@@ -822,6 +872,195 @@ test('an expiry inside a failing chain is undone, and a chain may hold an expiry
   w.balances([['alice.EUR', 0n, 1000n, 0n, 1000n]])
 })
 
+test('views: granted by the owner of the accounts, revoked by the grantor or an operator', () => {
+  const w = new World()
+  const alice = w.id('alice')
+  w.table([
+    ['alice', w.grant('v', ['alice.EUR'], 'bob', start, start), 'view_range_invalid'],
+    ['alice', w.grant('v', ['alice.EUR'], 'bob', start + 1, start), 'view_range_invalid'],
+    ['alice', w.grant('v', ['alice.EUR'], 'bob', start, start + viewRangeMsMax + 1), 'view_range_invalid'],
+    // The pattern lets 30 February through; it is no instant, not 2 March.
+    ['alice', w.grant('v', ['alice.EUR'], 'bob', '2025-02-30T00:00:00Z'), 'view_range_invalid'],
+    ['alice', w.grant('v', ['alice.EUR', 'nobody.EUR'], 'bob'), 'view_account_not_found'],
+    ['alice', w.grant('v', ['alice.EUR', 'bob.EUR'], 'bob'), 'signer_not_view_account_owner'],
+    // Staff read everything already; a view is the owner's to give.
+    ['operator', w.grant('v', ['alice.EUR'], 'bob'), 'signer_not_view_account_owner'],
+    ['alice', w.grant('v', ['alice.EUR'], 'alice'), 'view_grantee_is_grantor'],
+    ['alice', w.grant('v', ['alice.EUR'], 'nobody'), 'view_grantee_not_found'],
+    ['alice', w.grant('v', ['alice.EUR', 'alice.USD'], 'bob'), 'ok'],
+    ['alice', w.grant('v', ['alice.EUR'], 'carol'), 'view_exists'],
+    ['alice', w.grant('public', ['alice.EUR'], 'everyone', start, start + viewRangeMsMax), 'ok'],
+    ['alice', w.grant('past', ['alice.USD'], 'carol', start - 2 * year, start - year), 'ok'],
+    // A closed account's history is still worth a view.
+    ['operator', { type: 'close_account', account: w.id('carol.EUR') }, 'ok'],
+    ['carol', w.grant('closed', ['carol.EUR'], 'bob'), 'ok'],
+  ])
+  assert.deepEqual(w.ledger.view(w.id('v')), {
+    id: w.id('v'),
+    grantor: alice,
+    grantee: w.id('bob'),
+    accounts: [w.id('alice.EUR'), w.id('alice.USD')],
+    from: start - year,
+    until: start + year,
+    revoked: false,
+    createdLeaf: w.leaf - 5,
+    revokedLeaf: null,
+  })
+  assert.equal(w.ledger.view(w.id('public'))?.grantee, null)
+  assert.deepEqual(w.covering('alice.EUR'), ['v', 'public'])
+  assert.deepEqual(w.covering('alice.USD'), ['v'])
+  // The range is half open: `until` is outside.
+  assert.deepEqual(w.covering('alice.USD', start - year), ['v'])
+  assert.deepEqual(w.covering('alice.USD', start - year - 1), ['past'])
+  assert.deepEqual(w.covering('alice.USD', start - 2 * year), ['past'])
+  assert.deepEqual(w.covering('alice.EUR', start + year), ['public'])
+  assert.deepEqual(w.covering('bob.EUR'), [])
+  w.table([
+    ['alice', w.revokeView('nothing'), 'view_not_found'],
+    // The grantee cannot revoke: only the grantor (or an operator) decides who sees.
+    ['bob', w.revokeView('v'), 'signer_not_view_grantor'],
+    ['alice', w.revokeView('v'), 'ok'],
+    ['alice', w.revokeView('v'), 'view_already_revoked'],
+    ['operator', w.revokeView('public'), 'ok'],
+    ['bob', w.revokeView('closed'), 'signer_not_view_grantor'],
+  ])
+  assert.deepEqual(
+    [w.ledger.view(w.id('v'))?.revoked, w.ledger.view(w.id('v'))?.revokedLeaf],
+    [true, w.leaf - 2],
+  )
+  assert.deepEqual(w.covering('alice.EUR'), [])
+  assert.deepEqual(w.covering('alice.USD', start - year - 1), ['past'])
+  assert.deepEqual(
+    w.ledger.takeChanges().views.map((view) => [w.name(view.id), view.revoked]),
+    [
+      ['v', true],
+      ['public', true],
+      ['past', false],
+      ['closed', false],
+    ],
+  )
+})
+
+test('active keys per person are bounded, and a revoked key frees its place', () => {
+  const w = new World()
+  const alice = w.id('alice')
+  const more = Array.from(
+    { length: keysPerPersonMax - w.ledger.activeKeysOf(alice).length },
+    (_, i) => `alice-${i}`,
+  )
+  w.table(
+    more.map((name) => ['alice', { type: 'add_key', person: alice, key: w.deviceKey(name) }, 'ok'] as const),
+  )
+  w.table([
+    [
+      'alice',
+      { type: 'add_key', person: alice, key: w.deviceKey('alice-extra') },
+      'person_keys_limit_reached',
+    ],
+    ['alice', revoke(w, 'alice', more[0]!), 'ok'],
+    ['alice', { type: 'add_key', person: alice, key: w.deviceKey('alice-extra') }, 'ok'],
+  ])
+  assert.equal(w.ledger.activeKeysOf(alice).length, keysPerPersonMax)
+})
+
+test('active views per account are bounded, and a revoked view frees its place', () => {
+  const w = new World()
+  const many = Array.from({ length: viewsPerAccountMax }, (_, i) => `many${i}`)
+  w.table(many.map((name) => ['bob', w.grant(name, ['bob.EUR'], 'carol'), 'ok'] as const))
+  w.table([
+    ['bob', w.grant('one-too-many', ['bob.EUR'], 'carol'), 'view_limit_reached'],
+    ['bob', w.revokeView(many[0]!), 'ok'],
+    ['bob', w.grant('room-again', ['bob.EUR'], 'carol'), 'ok'],
+  ])
+  assert.equal(w.covering('bob.EUR').length, viewsPerAccountMax)
+  w.ledger.assertInvariants()
+})
+
+test('read-only keys sign reads only: no transaction, in the order of the signer checks', () => {
+  const w = new World()
+  const alice = w.id('alice')
+  const reader: DeviceKey = { ...w.deviceKey('alice-reader'), use: 'read' }
+  w.table([
+    ['alice', { type: 'add_key', person: alice, key: reader }, 'ok'],
+    ['alice-reader', w.transfer('alice.EUR', 'bob.EUR', '1'), 'signer_key_read_only'],
+    ['alice-reader', w.grant('v', ['alice.EUR'], 'bob'), 'signer_key_read_only'],
+    ['alice-reader', revoke(w, 'alice', 'alice'), 'signer_key_read_only'],
+    ['operator', w.register(w.natural('dave'), ['dave-reader']), 'ok'],
+  ])
+  assert.deepEqual(
+    w.ledger.activeKeysOf(alice).map((key) => key.keyId),
+    [w.keyId('alice'), w.keyId('alice-reader')],
+  )
+  assert.equal(w.ledger.activeKeysOf(alice)[1]?.key.use, 'read')
+  w.table([
+    ['alice', revoke(w, 'alice', 'alice-reader'), 'ok'],
+    // Revoked comes first: the key can sign nothing at all now.
+    ['alice-reader', w.transfer('alice.EUR', 'bob.EUR', '1'), 'signer_key_revoked'],
+  ])
+  assert.deepEqual(
+    w.ledger.activeKeysOf(alice).map((key) => key.keyId),
+    [w.keyId('alice')],
+  )
+  assert.deepEqual(w.ledger.activeKeysOf(w.id('nobody')), [])
+  assert.deepEqual(
+    w.ledger.activeKeysOf(systemPersonId).map((key) => key.keyId),
+    [w.nodeKeyId],
+  )
+  w.balances([['alice.EUR', 0n, 0n, 0n, 1000n]])
+})
+
+test('a linked chain undoes grants, revocations and the indexes', () => {
+  const w = new World()
+  w.ok('alice', w.grant('kept', ['alice.EUR'], 'bob'))
+  w.ledger.takeChanges()
+  const codes = w.chain([
+    ['alice', w.grant('undone', ['alice.EUR', 'alice.USD'], 'carol')],
+    ['alice', w.revokeView('kept')],
+    ['alice', { type: 'add_key', person: w.id('alice'), key: w.deviceKey('alice-phone') }],
+    ['operator', w.register(w.natural('dave'), ['dave'])],
+    ['alice', w.grant('to dave', ['alice.EUR'], 'dave')],
+    ['alice', w.transfer('alice.EUR', 'bob.EUR', '5000')],
+  ])
+  assert.deepEqual(codes, [...Array(5).fill('linked_event_failed'), 'exceeds_credits'])
+  assert.equal(w.ledger.view(w.id('undone')), undefined)
+  assert.equal(w.ledger.view(w.id('to dave')), undefined)
+  assert.deepEqual(
+    [w.ledger.view(w.id('kept'))?.revoked, w.ledger.view(w.id('kept'))?.revokedLeaf],
+    [false, null],
+  )
+  assert.deepEqual(w.covering('alice.EUR'), ['kept'])
+  assert.deepEqual(w.covering('alice.USD'), [])
+  assert.deepEqual(
+    w.ledger.activeKeysOf(w.id('alice')).map((key) => key.keyId),
+    [w.keyId('alice')],
+  )
+  assert.deepEqual(w.ledger.activeKeysOf(w.id('dave')), [])
+  assert.deepEqual(emptiness(w.ledger.takeChanges()), [0, 0, 0, 0, 0, 0, 0])
+  // The undone ids may be used again, and only the new records are found.
+  w.table([
+    ['alice', w.grant('undone', ['alice.USD'], 'bob'), 'ok'],
+    ['alice', { type: 'add_key', person: w.id('alice'), key: w.deviceKey('alice-phone') }, 'ok'],
+  ])
+  assert.deepEqual(w.covering('alice.EUR'), ['kept'])
+  assert.deepEqual(
+    w.ledger.viewsCovering(w.id('alice.USD'), w.time).map((view) => view.grantee),
+    [w.id('bob')],
+  )
+  assert.deepEqual(
+    w.ledger.activeKeysOf(w.id('alice')).map((key) => key.keyId),
+    [w.keyId('alice'), w.keyId('alice-phone')],
+  )
+  // And a chain that succeeds keeps them all.
+  assert.deepEqual(
+    w.chain([
+      ['alice', w.grant('chained', ['alice.EUR'], 'carol')],
+      ['alice', w.revokeView('kept')],
+    ]),
+    ['ok', 'ok'],
+  )
+  assert.deepEqual(w.covering('alice.EUR'), ['chained'])
+})
+
 test('a ledger loaded from the written changes decides as the original does', () => {
   const w = new World()
   const storage = {
@@ -829,6 +1068,7 @@ test('a ledger loaded from the written changes decides as the original does', ()
     keys: new Map<string, KeyRecord>(),
     accounts: new Map<string, AccountRecord>(),
     transfers: new Map<string, TransferRecord>(),
+    views: new Map<string, ViewRecord>(),
     assets: [] as AssetRecord[],
   }
   const write = (changes: LedgerChanges) => {
@@ -836,6 +1076,7 @@ test('a ledger loaded from the written changes decides as the original does', ()
     for (const record of changes.keys) storage.keys.set(record.keyId, { ...record })
     for (const record of changes.accounts) storage.accounts.set(record.id, { ...record })
     for (const record of changes.transfers) storage.transfers.set(record.id, { ...record })
+    for (const record of changes.views) storage.views.set(record.id, { ...record })
     storage.assets.push(...changes.assets)
   }
   write(w.ledger.takeChanges())
@@ -844,6 +1085,10 @@ test('a ledger loaded from the written changes decides as the original does', ()
     ['alice', w.transfer('alice.EUR', 'bob.EUR', '100', { id: 'posted', timeoutSeconds: 10 }), 'ok'],
     ['alice', w.post('posted', '40'), 'ok'],
     ['alice', w.transfer('alice.EUR', 'bob.EUR', '7'), 'ok'],
+    ['alice', w.grant('to bob', ['alice.EUR'], 'bob'), 'ok'],
+    ['alice', w.grant('revoked', ['alice.EUR', 'alice.USD'], 'everyone'), 'ok'],
+    ['alice', w.revokeView('revoked'), 'ok'],
+    ['alice', { type: 'add_key', person: w.id('alice'), key: w.deviceKey('alice-phone') }, 'ok'],
   ])
   write(w.ledger.takeChanges())
   const loaded = Ledger.load(w.nodeKeyId, {
@@ -852,9 +1097,16 @@ test('a ledger loaded from the written changes decides as the original does', ()
     assets: storage.assets,
     accounts: [...storage.accounts.values()],
     transfers: [...storage.transfers.values()].filter((transfer) => transfer.expiresAt !== null),
+    views: [...storage.views.values()],
   })
   loaded.assertInvariants()
   assert.deepEqual([...loaded.accounts()], [...w.ledger.accounts()])
+  assert.deepEqual(
+    loaded.viewsCovering(w.id('alice.EUR'), w.time),
+    w.ledger.viewsCovering(w.id('alice.EUR'), w.time),
+  )
+  assert.deepEqual(loaded.view(w.id('revoked')), w.ledger.view(w.id('revoked')))
+  assert.deepEqual(loaded.activeKeysOf(w.id('alice')), w.ledger.activeKeysOf(w.id('alice')))
   const original = w.ledger
   w.ledger = loaded
   w.time += 10_000
@@ -866,6 +1118,9 @@ test('a ledger loaded from the written changes decides as the original does', ()
     ['alice', w.transfer('alice.EUR', 'bob.EUR', '953'), 'ok'],
     ['alice', w.transfer('alice.EUR', 'bob.EUR', '1'), 'exceeds_credits'],
     ['node', w.genesis(), 'genesis_exists'],
+    ['alice', w.grant('to bob', ['alice.EUR'], 'carol'), 'view_exists'],
+    ['alice', w.revokeView('revoked'), 'view_already_revoked'],
+    ['alice', w.revokeView('to bob'), 'ok'],
   ])
   assert.throws(
     () =>
@@ -875,8 +1130,23 @@ test('a ledger loaded from the written changes decides as the original does', ()
         assets: [],
         accounts: [],
         transfers: [...storage.transfers.values()],
+        views: [],
       }),
     /invariant violated/,
+  )
+  // A view of an account its grantor does not own is a broken state, refused at load.
+  const foreign = { ...storage.views.get(w.id('to bob'))!, accounts: [w.id('bob.EUR')] }
+  assert.throws(
+    () =>
+      Ledger.load(w.nodeKeyId, {
+        persons: [...storage.persons.values()],
+        keys: [...storage.keys.values()],
+        assets: storage.assets,
+        accounts: [...storage.accounts.values()],
+        transfers: [],
+        views: [foreign],
+      }),
+    /is not the grantor's/,
   )
 })
 
@@ -968,6 +1238,7 @@ test('property: random transfers keep every asset balanced and limited accounts 
         assets: baseChanges.assets,
         accounts: baseChanges.accounts.map((record) => ({ ...record })),
         transfers: [],
+        views: [],
       })
       let time = start
       let leaf = w.leaf
@@ -1096,8 +1367,13 @@ test('property: random transfers keep every asset balanced and limited accounts 
   )
 })
 
+/** Codes the funnel decides before the state machine sees a transaction; its own tests produce them. */
+const decidedByTheFunnel: ReadonlySet<ResultCodeName> = new Set(['view_history_too_large'])
+
 test('every result code is produced by some row', () => {
-  const missing = (Object.keys(resultCodes) as ResultCodeName[]).filter((name) => !produced.has(name))
+  const missing = (Object.keys(resultCodes) as ResultCodeName[]).filter(
+    (name) => !produced.has(name) && !decidedByTheFunnel.has(name),
+  )
   assert.deepEqual(missing, [])
 })
 
@@ -1111,7 +1387,10 @@ test('result codes are unique and stable', () => {
       resultCodes.linked_event_failed,
       resultCodes.exceeds_credits,
       resultCodes.pending_transfer_expired,
+      resultCodes.signer_key_read_only,
+      resultCodes.view_exists,
+      resultCodes.signer_not_view_grantor,
     ],
-    [0, 1, 127, 155],
+    [0, 1, 127, 155, 15, 170, 178],
   )
 })

@@ -15,6 +15,7 @@ import type {
   PersonRecord,
   TransferRecord,
   TransferState,
+  ViewRecord,
 } from './model.js'
 import { type ResultCode, resultCodes } from './result-codes.js'
 
@@ -34,7 +35,7 @@ import { type ResultCode, resultCodes } from './result-codes.js'
  *   1. node_mismatch                      `tx.node` is not this node's key id
  *   2. system_transaction_not_allowed     genesis or expire_pending not signed by the node key
  *   3. (genesis: its own checks below, then done)
- *   4. signer_key_not_found, signer_key_revoked
+ *   4. signer_key_not_found, signer_key_revoked, signer_key_read_only (use 'read': it signs reads only)
  *   5. (expire_pending: its own checks below, then done)
  *   6. signer_is_node_key                 the node key signs nothing but system transactions
  *
@@ -43,7 +44,7 @@ import { type ResultCode, resultCodes } from './result-codes.js'
  *   verified) and the admin key.
  * register_person: signer_not_operator, signer_not_admin (roles given), person_exists, key_exists (a key
  *   already registered, or given twice). New persons start with KYC `pending`.
- * add_key: signer_not_person, key_exists.
+ * add_key: signer_not_person, key_exists, person_keys_limit_reached.
  * revoke_key: signer_not_person_or_operator, person_not_found, signer_not_admin (an operator revoking
  *   the key of a person who holds roles), key_not_found, key_not_owned_by_person, key_already_revoked.
  * set_kyc: signer_not_operator, person_not_found.
@@ -70,6 +71,11 @@ import { type ResultCode, resultCodes } from './result-codes.js'
  *   pending_transfer_expired.
  * expire_pending: pending_transfer_not_expirable for any listed id that is unknown, not pending, listed
  *   twice or whose time has not come; then nothing of it applies.
+ * grant_view: view_range_invalid, view_exists, then for each account in the order given
+ *   view_account_not_found and signer_not_view_account_owner, then for each account view_limit_reached,
+ *   then view_grantee_is_grantor,
+ *   view_grantee_not_found. Closed accounts may be viewed: their history stays worth checking.
+ * revoke_view: view_not_found, signer_not_view_grantor (grantor or operator), view_already_revoked.
  *
  * Balances follow TigerBeetle: a transfer with `pending` moves the amount into the pending balances of
  * both accounts, and limits count pending debits (or credits), so a reservation can always be posted. A
@@ -96,6 +102,18 @@ export const systemPersonId = '0'.repeat(32)
 export const expirableIdsMax = 8190
 /** The longest linked chain: one TigerBeetle batch. A longer chain is a bug in the funnel. */
 export const chainLengthMax = 8190
+/** The longest range a view may cover: 100 years of 365.25 days. */
+export const viewRangeMsMax = 36_525 * 24 * 3600 * 1000
+/**
+ * Active views per account. Every grantee of an active view is a recipient of each new leaf of the
+ * account, so this bounds a leaf's recipients (and its size) as well as the work per leaf.
+ */
+export const viewsPerAccountMax = 16
+/**
+ * Active device keys per person (as many as `register_person` may bring). Each is a recipient of every
+ * leaf that concerns the person, so this bounds the recipients of a leaf, with `viewsPerAccountMax`.
+ */
+export const keysPerPersonMax = 8
 
 export interface ApplyContext {
   /** Epoch milliseconds: the time of the block the transaction goes into. */
@@ -116,6 +134,7 @@ export interface LedgerState {
   readonly assets: readonly AssetRecord[]
   readonly accounts: readonly AccountRecord[]
   readonly transfers: readonly TransferRecord[]
+  readonly views: readonly ViewRecord[]
 }
 
 /**
@@ -129,12 +148,21 @@ export interface LedgerChanges {
   readonly assets: readonly AssetRecord[]
   readonly accounts: readonly AccountRecord[]
   readonly transfers: readonly TransferRecord[]
+  readonly views: readonly ViewRecord[]
   readonly entries: readonly EntryRecord[]
 }
 
 /** The old values of what one step changed; undone in reverse order when a chain fails. */
 type Undo =
   | { readonly kind: 'insert'; readonly map: Map<string, unknown>; readonly id: string }
+  /** A record appended to a secondary index; undone in reverse order, so it is the list's last. */
+  | { readonly kind: 'index'; readonly list: unknown[] }
+  | {
+      readonly kind: 'unindex'
+      readonly list: unknown[]
+      readonly position: number
+      readonly record: unknown
+    }
   | {
       readonly kind: 'account'
       readonly record: AccountRecord
@@ -162,6 +190,12 @@ type Undo =
       readonly revoked: boolean
       readonly revokedLeaf: number | null
     }
+  | {
+      readonly kind: 'view'
+      readonly record: ViewRecord
+      readonly revoked: boolean
+      readonly revokedLeaf: number | null
+    }
 
 interface Mark {
   readonly undo: number
@@ -170,6 +204,7 @@ interface Mark {
   readonly assets: number
   readonly accounts: number
   readonly transfers: number
+  readonly views: number
   readonly entries: number
 }
 
@@ -252,6 +287,24 @@ function isAdmin(person: PersonRecord): boolean {
   return person.roles.includes('admin')
 }
 
+/**
+ * Epoch ms of a time the schema let through, or NaN when it names no real instant: the pattern allows
+ * 30 February, which `Date.parse` would quietly roll over into March.
+ */
+function instant(text: string): number {
+  const time = Date.parse(text)
+  if (Number.isNaN(time) || new Date(time).toISOString().slice(0, 19) !== text.slice(0, 19)) return Number.NaN
+  return time
+}
+
+/** Appends to a list in a map of lists (a secondary index). */
+function appendTo<T>(index: Map<string, T[]>, key: string, record: T): T[] {
+  const list = index.get(key) ?? []
+  if (list.length === 0) index.set(key, list)
+  list.push(record)
+  return list
+}
+
 /** The schema lets 39-digit amounts through, so an amount above 2^128-1 is a client's mistake: null. */
 function amountOrNull(text: string): bigint | null {
   try {
@@ -273,12 +326,20 @@ export class Ledger {
   /** Two-phase transfers, pending and resolved: post and void must tell "already posted" from "unknown". */
   readonly #transfers = new Map<string, TransferRecord>()
   readonly #expiries = new ExpiryHeap()
+  readonly #views = new Map<string, ViewRecord>()
+  /**
+   * Secondary indexes, so that the funnel's per-leaf questions (whose keys, which views) cost the size of
+   * the answer rather than a scan. Entries are appended only; an undone insert pops its entry again.
+   */
+  readonly #keysByPerson = new Map<string, KeyRecord[]>()
+  readonly #viewsByAccount = new Map<string, ViewRecord[]>()
 
   readonly #changedPersons = new ChangeList<PersonRecord>()
   readonly #changedKeys = new ChangeList<KeyRecord>()
   readonly #changedAssets = new ChangeList<AssetRecord>()
   readonly #changedAccounts = new ChangeList<AccountRecord>()
   readonly #changedTransfers = new ChangeList<TransferRecord>()
+  readonly #changedViews = new ChangeList<ViewRecord>()
   #entries: EntryRecord[] = []
 
   /** Filled only while a linked chain (or an expire_pending) runs; empty otherwise. */
@@ -307,6 +368,7 @@ export class Ledger {
       assert(systemKey === (key.keyId === nodeKeyId), `only the node key belongs to the system: ${key.keyId}`)
       assert(systemKey || ledger.#persons.has(key.personId), `key ${key.keyId} has no person`)
       ledger.#keys.set(key.keyId, key)
+      appendTo(ledger.#keysByPerson, key.personId, key)
     }
     assert(
       ledger.#keys.has(nodeKeyId) === ledger.#persons.size > 0,
@@ -349,6 +411,12 @@ export class Ledger {
         `account ${account.id}: credits pending`,
       )
     }
+    for (const view of state.views) {
+      assert(!ledger.#views.has(view.id), `view ${view.id} loaded twice`)
+      ledger.#assertView(view)
+      ledger.#views.set(view.id, view)
+      if (!view.revoked) for (const account of view.accounts) appendTo(ledger.#viewsByAccount, account, view)
+    }
     return ledger
   }
 
@@ -379,6 +447,25 @@ export class Ledger {
 
   accounts(): IterableIterator<Readonly<AccountRecord>> {
     return this.#accounts.values()
+  }
+
+  view(id: string): Readonly<ViewRecord> | undefined {
+    return this.#views.get(id)
+  }
+
+  /** The person's keys that are not revoked (records as held). */
+  activeKeysOf(personId: string): readonly Readonly<KeyRecord>[] {
+    const keys = this.#keysByPerson.get(personId) ?? []
+    // The identity check keeps out an entry whose insert was undone, should an index ever outlive it.
+    return keys.filter((key) => !key.revoked && this.#keys.get(key.keyId) === key)
+  }
+
+  /** Views not revoked whose accounts include `accountId` and whose range holds `time`. O(active views). */
+  viewsCovering(accountId: string, time: number): readonly Readonly<ViewRecord>[] {
+    const views = this.#viewsByAccount.get(accountId) ?? []
+    return views.filter(
+      (view) => !view.revoked && view.from <= time && time < view.until && this.#views.get(view.id) === view,
+    )
   }
 
   /**
@@ -477,6 +564,7 @@ export class Ledger {
       assets: this.#changedAssets.take(false),
       accounts: this.#changedAccounts.take(true),
       transfers: this.#changedTransfers.take(true),
+      views: this.#changedViews.take(true),
       entries,
     }
   }
@@ -490,12 +578,14 @@ export class Ledger {
     this.#changedAssets.take(false)
     this.#changedAccounts.take(false)
     this.#changedTransfers.take(false)
+    this.#changedViews.take(false)
   }
 
   /**
    * Checks the invariants of the whole state: for every asset, posted credits minus posted debits over all
    * accounts is zero, and so are pending; each account keeps its limits; pending balances are the sums of
-   * the pending transfers. O(accounts + transfers): for tests and audits, not for the hot path.
+   * the pending transfers; every view is sound, and the indexes hold exactly the records of the maps.
+   * O(all records): for tests and audits, not for the hot path.
    */
   assertInvariants(): void {
     const posted = new Map<string, bigint>()
@@ -530,6 +620,39 @@ export class Ledger {
         `account ${account.id}: credits pending`,
       )
     }
+    let indexedKeys = 0
+    for (const [personId, keys] of this.#keysByPerson) {
+      for (const key of keys)
+        assert(this.#keys.get(key.keyId) === key && key.personId === personId, 'key index')
+      indexedKeys += keys.length
+    }
+    assert(indexedKeys === this.#keys.size, 'every key is indexed once')
+    let indexedViews = 0
+    for (const [accountId, views] of this.#viewsByAccount) {
+      for (const view of views)
+        assert(this.#views.get(view.id) === view && view.accounts.includes(accountId), 'view index')
+      indexedViews += views.length
+    }
+    let viewAccounts = 0
+    for (const view of this.#views.values()) {
+      this.#assertView(view)
+      if (!view.revoked) viewAccounts += view.accounts.length
+    }
+    assert(indexedViews === viewAccounts, 'every account of every active view is indexed once')
+  }
+
+  /** A view's grantor owns its accounts (owners never change), its grantee exists, its range is sound. */
+  #assertView(view: ViewRecord): void {
+    assert(this.#persons.has(view.grantor), `view ${view.id} has no grantor`)
+    assert(view.grantee === null || this.#persons.has(view.grantee), `view ${view.id} has no grantee`)
+    assert(view.grantee !== view.grantor, `view ${view.id} is granted to its grantor`)
+    assert(view.from < view.until && view.until - view.from <= viewRangeMsMax, `view ${view.id}: range`)
+    assert(view.revoked === (view.revokedLeaf !== null), `view ${view.id}: revocation`)
+    for (const id of view.accounts)
+      assert(
+        this.#accounts.get(id)?.owner === view.grantor,
+        `view ${view.id}: account ${id} is not the grantor's`,
+      )
   }
 
   #applyOne(tx: Transaction, context: ApplyContext): ResultCode {
@@ -543,6 +666,7 @@ export class Ledger {
     const signerKey = this.#keys.get(tx.signer)
     if (signerKey === undefined) return codes.signer_key_not_found
     if (signerKey.revoked) return codes.signer_key_revoked
+    if (signerKey.key.use === 'read') return codes.signer_key_read_only
     if (tx.type === 'expire_pending') return this.#expirePending(tx, context)
     if (signerKey.personId === systemPersonId) return codes.signer_is_node_key
     const signer = this.#persons.get(signerKey.personId)
@@ -568,6 +692,10 @@ export class Ledger {
         return this.#postPending(tx, context, signer)
       case 'void_pending':
         return this.#voidPending(tx, context, signer)
+      case 'grant_view':
+        return this.#grantView(tx, context, signer)
+      case 'revoke_view':
+        return this.#revokeView(tx, context, signer)
       default: {
         const unexpected: never = tx
         assert(false, `unknown transaction type ${(unexpected as Transaction).type}`)
@@ -647,6 +775,7 @@ export class Ledger {
     if (signer.id !== tx.person) return codes.signer_not_person
     const id = deviceKeyId(tx.key)
     if (this.#keys.has(id)) return codes.key_exists
+    if (this.activeKeysOf(tx.person).length >= keysPerPersonMax) return codes.person_keys_limit_reached
 
     this.#insertKey({
       keyId: id,
@@ -907,6 +1036,63 @@ export class Ledger {
     }
   }
 
+  #grantView(tx: TransactionOf<'grant_view'>, context: ApplyContext, signer: PersonRecord): ResultCode {
+    const from = instant(tx.from)
+    const until = instant(tx.until)
+    // Written so that NaN (no real instant) fails too.
+    if (!(from < until && until - from <= viewRangeMsMax)) return codes.view_range_invalid
+    if (this.#views.has(tx.view)) return codes.view_exists
+    for (const id of tx.accounts) {
+      const account = this.#accounts.get(id)
+      if (account === undefined) return codes.view_account_not_found
+      if (account.owner !== signer.id) return codes.signer_not_view_account_owner
+    }
+    for (const id of tx.accounts) {
+      if ((this.#viewsByAccount.get(id)?.length ?? 0) >= viewsPerAccountMax) return codes.view_limit_reached
+    }
+    const grantee = tx.grantee === 'everyone' ? null : tx.grantee
+    if (grantee === signer.id) return codes.view_grantee_is_grantor
+    if (grantee !== null && !this.#persons.has(grantee)) return codes.view_grantee_not_found
+
+    const view: ViewRecord = {
+      id: tx.view,
+      grantor: signer.id,
+      grantee,
+      accounts: tx.accounts,
+      from,
+      until,
+      revoked: false,
+      createdLeaf: context.leaf,
+      revokedLeaf: null,
+    }
+    this.#insert(this.#views, view.id, view)
+    for (const account of view.accounts) this.#index(this.#viewsByAccount, account, view)
+    this.#changedViews.add(view)
+    return codes.ok
+  }
+
+  #revokeView(tx: TransactionOf<'revoke_view'>, context: ApplyContext, signer: PersonRecord): ResultCode {
+    const view = this.#views.get(tx.view)
+    if (view === undefined) return codes.view_not_found
+    if (view.grantor !== signer.id && !isOperator(signer)) return codes.signer_not_view_grantor
+    if (view.revoked) return codes.view_already_revoked
+
+    if (this.#logging)
+      this.#undoLog.push({ kind: 'view', record: view, revoked: view.revoked, revokedLeaf: view.revokedLeaf })
+    this.#changedViews.add(view)
+    view.revoked = true
+    view.revokedLeaf = context.leaf
+    // Only active views are indexed, so that granting and revoking again and again costs nothing later.
+    for (const account of view.accounts) {
+      const list = this.#viewsByAccount.get(account)!
+      const position = list.indexOf(view)
+      assert(position >= 0, 'an active view is indexed under each of its accounts')
+      list.splice(position, 1)
+      if (this.#logging) this.#undoLog.push({ kind: 'unindex', list, position, record: view })
+    }
+    return codes.ok
+  }
+
   /** Voids or expires: the whole pending amount goes back. */
   #release(
     transfer: TransferRecord,
@@ -957,7 +1143,13 @@ export class Ledger {
 
   #insertKey(key: KeyRecord): void {
     this.#insert(this.#keys, key.keyId, key)
+    this.#index(this.#keysByPerson, key.personId, key)
     this.#changedKeys.add(key)
+  }
+
+  #index<T>(index: Map<string, T[]>, key: string, record: T): void {
+    const list = appendTo(index, key, record)
+    if (this.#logging) this.#undoLog.push({ kind: 'index', list: list as unknown[] })
   }
 
   #insert<T>(map: Map<string, T>, id: string, record: T): void {
@@ -1014,6 +1206,7 @@ export class Ledger {
       assets: this.#changedAssets.length,
       accounts: this.#changedAccounts.length,
       transfers: this.#changedTransfers.length,
+      views: this.#changedViews.length,
       entries: this.#entries.length,
     }
   }
@@ -1026,6 +1219,12 @@ export class Ledger {
       switch (undo.kind) {
         case 'insert':
           undo.map.delete(undo.id)
+          break
+        case 'index':
+          undo.list.pop()
+          break
+        case 'unindex':
+          undo.list.splice(undo.position, 0, undo.record)
           break
         case 'account':
           undo.record.debitsPending = undo.debitsPending
@@ -1043,6 +1242,7 @@ export class Ledger {
           undo.record.kyc = undo.kyc
           break
         case 'key':
+        case 'view':
           undo.record.revoked = undo.revoked
           undo.record.revokedLeaf = undo.revokedLeaf
           break
@@ -1053,6 +1253,7 @@ export class Ledger {
     this.#changedAssets.truncate(mark.assets)
     this.#changedAccounts.truncate(mark.accounts)
     this.#changedTransfers.truncate(mark.transfers)
+    this.#changedViews.truncate(mark.views)
     this.#entries.length = mark.entries
   }
 }

@@ -160,6 +160,41 @@ const migrations: Record<string, Migration> = {
         .execute()
     },
   },
+  /**
+   * Views (seed 000: "views on other people data"). Read-only keys need no column: a key's `use` lives in
+   * its `device_key` JSON. A view's accounts are also rows of a table keyed by account first, because the
+   * api asks "which views cover this account" on every read of another person's account.
+   */
+  '0002-views': {
+    async up(db: Kysely<unknown>) {
+      await db.schema
+        .createTable('ledger_views')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('grantor', 'text', (c) => c.notNull())
+        .addColumn('grantee', 'text')
+        .addColumn('accounts', 'text', (c) => c.notNull())
+        .addColumn('from_time', 'integer', (c) => c.notNull())
+        .addColumn('until_time', 'integer', (c) => c.notNull())
+        .addColumn('revoked', 'integer', (c) => c.notNull())
+        .addColumn('created_leaf', 'integer', (c) => c.notNull())
+        .addColumn('revoked_leaf', 'integer')
+        .execute()
+      await db.schema.createIndex('ledger_views_grantor').on('ledger_views').column('grantor').execute()
+      await db.schema.createIndex('ledger_views_grantee').on('ledger_views').column('grantee').execute()
+      await db.schema
+        .createTable('ledger_view_accounts')
+        .addColumn('account', 'text', (c) => c.notNull())
+        .addColumn('view_id', 'text', (c) => c.notNull())
+        .addPrimaryKeyConstraint('ledger_view_accounts_pk', ['account', 'view_id'])
+        .modifyEnd(withoutRowId)
+        .execute()
+      await db.schema
+        .createIndex('ledger_view_accounts_view')
+        .on('ledger_view_accounts')
+        .column('view_id')
+        .execute()
+    },
+  },
 }
 
 class StaticMigrationProvider implements MigrationProvider {

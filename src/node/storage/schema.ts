@@ -112,6 +112,27 @@ export interface EntryTable {
   time: number
 }
 
+/** A view; its accounts are rows of `ledger_view_accounts`, so that reads find the views of an account. */
+export interface ViewTable {
+  id: string
+  grantor: string
+  /** null: everyone. */
+  grantee: string | null
+  /** JSON array, in the order the grant gave them; `ledger_view_accounts` indexes them. */
+  accounts: string
+  /** Epoch ms: the view covers activity with time in [from_time, until_time). */
+  from_time: number
+  until_time: number
+  revoked: number
+  created_leaf: number
+  revoked_leaf: number | null
+}
+
+export interface ViewAccountTable {
+  account: string
+  view_id: string
+}
+
 export interface NodeSettingTable {
   name: string
   value: string
@@ -129,5 +150,7 @@ export interface Database {
   ledger_accounts: AccountTable
   ledger_transfers: TransferTable
   ledger_entries: EntryTable
+  ledger_views: ViewTable
+  ledger_view_accounts: ViewAccountTable
   node_settings: NodeSettingTable
 }

@@ -2,9 +2,15 @@ import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
 import { VmError } from '../../../protocol/errors.js'
 import { AssetId, Id, KeyId, type SignedTransaction } from '../../../protocol/transaction.js'
-import { accountFromRow, entryFromRow, keyFromRow, personFromRow } from '../../ledger/ledger-store.js'
-import type { AccountRecord } from '../../ledger/model.js'
-import { authenticate, isStaff, requirePerson } from '../authorize.js'
+import {
+  accountFromRow,
+  entryFromRow,
+  keyFromRow,
+  personFromRow,
+  viewFromRow,
+} from '../../ledger/ledger-store.js'
+import type { AccountRecord, ViewRecord } from '../../ledger/model.js'
+import { accountAccess, authenticate, isStaff, requirePerson } from '../authorize.js'
 import type { ApiContext } from '../context.js'
 
 /** Page sizes of list reads. */
@@ -19,9 +25,11 @@ const PageQuery = Type.Object(
   { additionalProperties: false },
 )
 const signed = 'Signed request (RFC 9421): readable by the owner and by staff.'
+const viewed =
+  'Signed request (RFC 9421): readable by the owner, by staff, and through a view (to the grantee, or to anyone who signs with a registered key) that is not revoked.'
 
-export function accountView(account: AccountRecord) {
-  const balance = account.creditsPosted - account.debitsPosted
+/** An account without its balances: balances are of the present, which a view of a past range does not cover. */
+function accountIdentity(account: AccountRecord) {
   return {
     id: account.id,
     owner: account.owner,
@@ -29,12 +37,33 @@ export function accountView(account: AccountRecord) {
     flags: account.flags,
     issuanceLimit: account.issuanceLimit?.toString() ?? null,
     closed: account.closed,
+  }
+}
+
+export function accountView(account: AccountRecord) {
+  const balance = account.creditsPosted - account.debitsPosted
+  return {
+    ...accountIdentity(account),
     balance: balance.toString(),
     available: (balance - account.debitsPending).toString(),
     debitsPending: account.debitsPending.toString(),
     debitsPosted: account.debitsPosted.toString(),
     creditsPending: account.creditsPending.toString(),
     creditsPosted: account.creditsPosted.toString(),
+  }
+}
+
+export function viewJson(view: ViewRecord) {
+  return {
+    id: view.id,
+    grantor: view.grantor,
+    grantee: view.grantee ?? 'everyone',
+    accounts: view.accounts,
+    from: new Date(view.from).toISOString(),
+    until: new Date(view.until).toISOString(),
+    revoked: view.revoked,
+    createdLeaf: view.createdLeaf,
+    revokedLeaf: view.revokedLeaf,
   }
 }
 
@@ -132,20 +161,48 @@ export function readRoutes(app: FastifyInstance, context: ApiContext): void {
   )
 
   app.get(
-    '/v1/accounts/:id',
+    '/v1/persons/:id/views',
     {
       schema: {
-        tags: ['accounts'],
-        summary: 'An account and its balances',
+        tags: ['persons'],
+        summary: 'The views a person granted or received (views to everyone are not listed here)',
         description: signed,
         params: Type.Object({ id: Id }),
       },
     },
     async (request) => {
       const principal = await authenticate(context, request)
+      const { id } = request.params as { id: string }
+      requirePerson(principal, [id])
+      const rows = await db
+        .selectFrom('ledger_views')
+        .selectAll()
+        .where((eb) => eb.or([eb('grantor', '=', id), eb('grantee', '=', id)]))
+        .orderBy('created_leaf')
+        .limit(pageSizeMax)
+        .execute()
+      return { views: rows.map(viewFromRow).map(viewJson) }
+    },
+  )
+
+  app.get(
+    '/v1/accounts/:id',
+    {
+      schema: {
+        tags: ['accounts'],
+        summary: 'An account and its balances',
+        description: `${viewed} Through a view, balances are shown only while the present is in its range.`,
+        params: Type.Object({ id: Id }),
+      },
+    },
+    async (request) => {
+      const principal = await authenticate(context, request)
       const account = await loadAccount((request.params as { id: string }).id)
-      requirePerson(principal, [account.owner])
-      return accountView(account)
+      const ranges = await accountAccess(context, principal, account)
+      const now = Date.now()
+      if (ranges === null || ranges.some(([from, until]) => from <= now && now < until))
+        return accountView(account)
+      return accountIdentity(account)
     },
   )
 
@@ -155,7 +212,7 @@ export function readRoutes(app: FastifyInstance, context: ApiContext): void {
       schema: {
         tags: ['accounts'],
         summary: "An account's entries in log order, a page at a time",
-        description: signed,
+        description: `${viewed} Through a view, only the entries whose time is in its range.`,
         params: Type.Object({ id: Id }),
         querystring: PageQuery,
       },
@@ -163,16 +220,19 @@ export function readRoutes(app: FastifyInstance, context: ApiContext): void {
     async (request) => {
       const principal = await authenticate(context, request)
       const account = await loadAccount((request.params as { id: string }).id)
-      requirePerson(principal, [account.owner])
+      const ranges = await accountAccess(context, principal, account)
       const { cursor = 0, limit = pageSizeDefault } = request.query as { cursor?: number; limit?: number }
-      const rows = await db
+      let query = db
         .selectFrom('ledger_entries')
         .selectAll()
         .where('account', '=', account.id)
         .where('seq', '>', cursor)
-        .orderBy('seq')
-        .limit(limit)
-        .execute()
+      if (ranges !== null) {
+        query = query.where((eb) =>
+          eb.or(ranges.map(([from, until]) => eb.and([eb('time', '>=', from), eb('time', '<', until)]))),
+        )
+      }
+      const rows = await query.orderBy('seq').limit(limit).execute()
       const entries = rows.map(entryFromRow)
       return {
         account: account.id,

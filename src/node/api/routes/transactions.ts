@@ -148,6 +148,13 @@ export async function admit(
         detail: { index },
       })
     }
+    // A password-derived key reads only: a guessed password must never move money (the ledger says so too).
+    if (key.readOnly) {
+      throw new VmError('key_read_only', `transactions[${index}]: key ${signed.tx.signer} signs reads only`, {
+        status: 403,
+        detail: { index },
+      })
+    }
     return {
       message: encoded[index]!.txBytes,
       signature: signatureBytes(signed),
