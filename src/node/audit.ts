@@ -1,11 +1,13 @@
 import type { Kysely } from 'kysely'
 import { type BlockHeader, checkBlock } from '../protocol/block.js'
 import { fromBase64, fromBase64Url } from '../protocol/encoding.js'
+import { Opener } from '../protocol/envelope.js'
 import { verify } from '../protocol/keys.js'
-import { decodeLeaf } from '../protocol/leaf.js'
+import { decodeLeaf, leafSummary, leafTransaction } from '../protocol/leaf.js'
 import type { Frontier } from '../protocol/merkle.js'
 import { type SignedTransaction, transactionBytes } from '../protocol/transaction.js'
 import { blockAt, latestBlock } from './chain/chain-store.js'
+import type { NodeIdentity } from './identity.js'
 import { accountFromRow } from './ledger/ledger-store.js'
 import type { AccountRecord } from './ledger/model.js'
 import { resultCodes, resultName } from './ledger/result-codes.js'
@@ -37,14 +39,17 @@ const balanceFields = ['debitsPending', 'debitsPosted', 'creditsPending', 'credi
  */
 export async function audit(
   db: Kysely<Database>,
-  nodePublicKey: Uint8Array,
-  nodeId: string,
+  identity: NodeIdentity,
   onProgress: (done: number, total: number) => void = () => {},
 ): Promise<AuditReport> {
   const findings: AuditFinding[] = []
   const find = (finding: AuditFinding) => {
     if (findings.length < auditFindingsMax) findings.push(finding)
   }
+  const { nodeId } = identity
+  const nodePublicKey = identity.signing.publicKey
+  // The archive key opens every sealed leaf.
+  const archive = new Opener(identity.encryption.secretKey)
   const head = await latestBlock(db)
   const ledger = new Ledger(nodeId)
   let previous: { header: BlockHeader; frontier: Frontier } | null = null
@@ -62,42 +67,52 @@ export async function audit(
       find({ kind: 'block', where: `block ${h}`, message: (error as Error).message })
       break
     }
-    const signedLeaves = block.leaves.map((leaf, i) => ({
-      index: block.header.firstLeaf + i,
-      leaf: decodeLeaf(fromBase64(leaf)),
-    }))
+    const signedLeaves: { index: number; time: string; signed: SignedTransaction }[] = []
+    block.leaves.forEach((text, i) => {
+      const index = block.header.firstLeaf + i
+      try {
+        const leaf = decodeLeaf(fromBase64(text))
+        const signed = leafTransaction(leaf, { opener: archive })
+        if (signed !== null) signedLeaves.push({ index, time: leafSummary(leaf).time, signed })
+        else if (leaf.v === 2 && leaf.type !== 'disclosure') {
+          find({ kind: 'leaf', where: `block ${h} leaf ${index}`, message: 'not sealed for the archive key' })
+        }
+      } catch (error) {
+        find({ kind: 'leaf', where: `block ${h} leaf ${index}`, message: (error as Error).message })
+      }
+    })
     for (let start = 0; start < signedLeaves.length; ) {
       let end = start
-      while (signedLeaves[end]!.leaf.signed.tx.linked === true && end + 1 < signedLeaves.length) end++
+      while (signedLeaves[end]!.signed.tx.linked === true && end + 1 < signedLeaves.length) end++
       const chain = signedLeaves.slice(start, end + 1)
-      for (const { index, leaf } of chain) {
-        if (!signatureValid(ledger, leaf.signed, nodeId, nodePublicKey)) {
+      for (const { index, signed } of chain) {
+        if (!signatureValid(ledger, signed, nodeId, nodePublicKey)) {
           find({
             kind: 'leaf',
             where: `block ${h} leaf ${index}`,
-            message: `transaction ${leaf.signed.tx.id} has no valid signature`,
+            message: `transaction ${signed.tx.id} has no valid signature`,
           })
         }
       }
       const codes = ledger.applyChain(
-        chain.map(({ index, leaf }) => ({
-          signed: leaf.signed,
-          context: { time: Date.parse(leaf.time), leaf: index },
+        chain.map(({ index, time, signed }) => ({
+          signed,
+          context: { time: Date.parse(time), leaf: index },
         })),
       )
       codes.forEach((code, i) => {
         if (code !== resultCodes.ok) {
-          const { index, leaf } = chain[i]!
+          const { index, signed } = chain[i]!
           find({
             kind: 'leaf',
             where: `block ${h} leaf ${index}`,
-            message: `transaction ${leaf.signed.tx.id} does not re-apply: ${resultName(code)}`,
+            message: `transaction ${signed.tx.id} does not re-apply: ${resultName(code)}`,
           })
         }
       })
       start = end + 1
     }
-    leaves += signedLeaves.length
+    leaves += block.leaves.length
     ledger.takeChanges()
     onProgress(h + 1, height + 1)
   }

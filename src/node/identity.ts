@@ -3,9 +3,17 @@ import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import type { Kysely } from 'kysely'
 import { writeSecretFile } from '../client/key-file.js'
+import { logOrigin } from '../protocol/block.js'
 import { fromBase64, toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
-import { generateSigningKey, keyId, type OkpJwk, publicJwk, type SigningKeyPair } from '../protocol/keys.js'
+import {
+  generateEncryptionKey,
+  generateSigningKey,
+  keyId,
+  type OkpJwk,
+  publicJwk,
+  type SigningKeyPair,
+} from '../protocol/keys.js'
 import type { Database } from './storage/schema.js'
 
 /** AES-256-GCM: 32-byte key, 12-byte nonce, 16-byte tag. */
@@ -92,9 +100,16 @@ export interface NodeIdentity {
   readonly origin: string
   readonly signing: SigningKeyPair
   readonly signingJwk: OkpJwk
+  /**
+   * X25519: the sender key of every sealed leaf and the archive key, a recipient of every leaf, so that the
+   * node can read its own log (audit, disclosure of old leaves to a new view's grantee).
+   */
+  readonly encryption: SigningKeyPair
+  readonly encryptionJwk: OkpJwk
 }
 
 const signingKeySetting = 'node_signing_key'
+const encryptionKeySetting = 'node_encryption_key'
 
 /** Whether this database already holds the node's sealed keys (then the master key must already exist). */
 export async function hasIdentity(db: Kysely<Database>): Promise<boolean> {
@@ -107,37 +122,61 @@ export async function hasIdentity(db: Kysely<Database>): Promise<boolean> {
   )
 }
 
-/** Loads the node's signing key, creating it on first start. Returns whether it was created. */
+/** Loads one of the node's key pairs, sealed under the master key, creating it on first use. */
+async function loadOrCreateKey(
+  db: Kysely<Database>,
+  masterKey: MasterKey,
+  name: string,
+  generate: () => SigningKeyPair,
+): Promise<{ pair: SigningKeyPair; created: boolean }> {
+  const row = await db.selectFrom('node_settings').select('value').where('name', '=', name).executeTakeFirst()
+  if (row !== undefined) {
+    const stored = JSON.parse(row.value) as { publicKey: string; secretKey: string }
+    return {
+      pair: {
+        publicKey: fromBase64(stored.publicKey),
+        secretKey: openSecret(masterKey.key, stored.secretKey, name),
+      },
+      created: false,
+    }
+  }
+  const pair = generate()
+  const stored = JSON.stringify({
+    publicKey: toBase64(pair.publicKey),
+    secretKey: sealSecret(masterKey.key, pair.secretKey, name),
+  })
+  await db.insertInto('node_settings').values({ name, value: stored, updated_at: Date.now() }).execute()
+  return { pair, created: true }
+}
+
+/** Loads the node's keys, creating them on first start. Returns whether the signing key was created. */
 export async function loadOrCreateIdentity(
   db: Kysely<Database>,
   masterKey: MasterKey,
 ): Promise<{ identity: NodeIdentity; created: boolean }> {
-  const row = await db
-    .selectFrom('node_settings')
-    .select('value')
-    .where('name', '=', signingKeySetting)
-    .executeTakeFirst()
-  let signing: SigningKeyPair
-  let created = false
-  if (row === undefined) {
-    signing = generateSigningKey()
-    const stored = JSON.stringify({
-      publicKey: toBase64(signing.publicKey),
-      secretKey: sealSecret(masterKey.key, signing.secretKey, signingKeySetting),
-    })
-    await db
-      .insertInto('node_settings')
-      .values({ name: signingKeySetting, value: stored, updated_at: Date.now() })
-      .execute()
-    created = true
-  } else {
-    const stored = JSON.parse(row.value) as { publicKey: string; secretKey: string }
-    signing = {
-      publicKey: fromBase64(stored.publicKey),
-      secretKey: openSecret(masterKey.key, stored.secretKey, signingKeySetting),
-    }
-  }
+  const { pair: signing, created } = await loadOrCreateKey(
+    db,
+    masterKey,
+    signingKeySetting,
+    generateSigningKey,
+  )
+  const { pair: encryption } = await loadOrCreateKey(
+    db,
+    masterKey,
+    encryptionKeySetting,
+    generateEncryptionKey,
+  )
   const signingJwk = publicJwk('Ed25519', signing.publicKey)
   const nodeId = keyId(signingJwk)
-  return { identity: { nodeId, origin: `vmoney/${nodeId}`, signing, signingJwk }, created }
+  return {
+    identity: {
+      nodeId,
+      origin: logOrigin(nodeId),
+      signing,
+      signingJwk,
+      encryption,
+      encryptionJwk: publicJwk('X25519', encryption.publicKey),
+    },
+    created,
+  }
 }

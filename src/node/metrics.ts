@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { Decision } from './pool/pool.js'
+import type { PublisherMetrics } from './publisher.js'
 
 export interface FunnelMetrics {
   readonly failures: Counter
@@ -44,6 +45,26 @@ export function createMetrics() {
     help: 'Transactions waiting in the pool',
     registers: [registry],
   })
+  const publisher: PublisherMetrics = {
+    published: new Counter({
+      name: 'vmoney_blocks_published_total',
+      help: 'Blocks a block browser acknowledged, by browser',
+      labelNames: ['browser'],
+      registers: [registry],
+    }),
+    failures: new Counter({
+      name: 'vmoney_publish_failures_total',
+      help: 'Failed pushes to a block browser, by browser and code (block_rewrite: the browser holds another history)',
+      labelNames: ['browser', 'code'],
+      registers: [registry],
+    }),
+    lag: new Gauge({
+      name: 'vmoney_publish_lag_blocks',
+      help: 'Blocks committed but not yet acknowledged by the browser',
+      labelNames: ['browser'],
+      registers: [registry],
+    }),
+  }
   const funnel: FunnelMetrics = {
     failures,
     observeBlock(decisions, leafCount, durationMs) {
@@ -56,7 +77,7 @@ export function createMetrics() {
       stepSeconds.observe(durationMs / 1000)
     },
   }
-  return { registry, funnel, httpRequests, poolPending }
+  return { registry, funnel, publisher, httpRequests, poolPending }
 }
 
 export type Metrics = ReturnType<typeof createMetrics>

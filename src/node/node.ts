@@ -2,8 +2,8 @@ import { mkdirSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Logger } from 'pino'
 import { newKeyFile, openKeyFile, writeKeyFile } from '../client/key-file.js'
+import { listen } from '../http/server.js'
 import { noteVerifierKey } from '../protocol/checkpoint.js'
-import { VmError } from '../protocol/errors.js'
 import { newId, nowTimestamp, type Person, signTransaction } from '../protocol/transaction.js'
 import { buildApp } from './api/app.js'
 import type { ApiContext } from './api/context.js'
@@ -14,6 +14,7 @@ import { Writer } from './funnel/writer.js'
 import { hasIdentity, loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
 import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
+import { Publisher } from './publisher.js'
 import { type NodeDatabase, openDatabase, redactUrl } from './storage/database.js'
 
 export interface RunningNode {
@@ -23,6 +24,8 @@ export interface RunningNode {
   /** True when the log holds nothing but the genesis: a new data dir or database. */
   readonly fresh: boolean
   readonly database: NodeDatabase
+  /** Publishes every block, from the browser's head on, to one more block browser. */
+  publishTo(browserUrl: string): void
   close(): Promise<void>
 }
 
@@ -46,19 +49,38 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   if (created) log.info({ nodeId: identity.nodeId }, 'created the node signing key')
 
   const metrics = createMetrics()
+  const publishers: Publisher[] = []
+  const publishTo = (browser: string) => {
+    const publisher = new Publisher({
+      db,
+      browser,
+      nodeId: identity.nodeId,
+      log: log.child({ component: 'publisher' }),
+      metrics: metrics.publisher,
+    })
+    publishers.push(publisher)
+    publisher.start()
+  }
   const keys = new KeyDirectory(db)
   const pool = new Pool(db, (submissions) => writer.write(submissions))
   let writer: Writer
   try {
     await pool.start()
     writer = await Writer.start(
-      { databaseUrl: database.url, identity, logLevel: config.logLevel },
+      {
+        databaseUrl: database.url,
+        identity,
+        logLevel: config.logLevel,
+        leafEncryption: config.leafEncryption,
+        auditorKeys: config.auditorKeys,
+      },
       (event) => {
         if (event.kind === 'failure') {
           metrics.funnel.failures.inc()
           return
         }
         pool.announce(event.decisions)
+        if (event.header !== null) for (const publisher of publishers) publisher.wake()
         metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
         if (event.keysChanged) keys.invalidate()
       },
@@ -76,7 +98,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   const adminKeyFile = join(config.dataDir, 'admin.key.json')
   let fresh: boolean
   let app: Awaited<ReturnType<typeof buildApp>>
-  let address: string
+  let url: string
   try {
     // Fresh: nothing but (at most) the genesis was ever pooled, even if an earlier start stopped right after it.
     const pooled = await db.selectFrom('pool').select('seq').limit(2).execute()
@@ -94,8 +116,8 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       metrics,
       noteVerifierKey: noteVerifierKey(identity.origin, identity.signing.publicKey),
     }
-    app = await buildApp(context, log.child({ component: 'api' }))
-    address = await listen(app, config)
+    app = await buildApp(context, log.child({ component: 'api' }), config.rateLimit)
+    url = await listen(app, config.host, config.port, 'VMONEY_PORT or --port')
   } catch (error) {
     // A node that cannot serve stops its threads and connections, so the process can exit.
     await writer.stop()
@@ -103,38 +125,21 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     await database.close()
     throw error
   }
-  const url = address.replace('://[::1]', '://localhost')
+  for (const browser of config.publishTo) publishTo(browser)
   return {
     url,
     identity,
     adminKeyFile,
     fresh,
     database,
+    publishTo,
     async close() {
       await app.close()
+      await Promise.all(publishers.map((publisher) => publisher.stop()))
       await writer.stop()
       await verifier.close()
       await database.close()
     },
-  }
-}
-
-async function listen(app: Awaited<ReturnType<typeof buildApp>>, config: NodeConfig): Promise<string> {
-  try {
-    return await app.listen({ host: config.host, port: config.port })
-  } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code
-    if (code === 'EADDRINUSE' || code === 'EACCES' || code === 'EADDRNOTAVAIL') {
-      throw new VmError(
-        'listen_failed',
-        `cannot listen on ${config.host}:${config.port} (${code}): set VMONEY_PORT or --port`,
-        {
-          status: 500,
-          cause: error,
-        },
-      )
-    }
-    throw error
   }
 }
 

@@ -88,13 +88,18 @@ export async function latestCheckpoint(db: Executor): Promise<string | null> {
 export async function blockAt(db: Executor, height: number): Promise<Block | null> {
   const row = await db
     .selectFrom('chain_blocks')
-    .select(['header', 'signature'])
+    .select(['header', 'signature', 'checkpoint'])
     .where('height', '=', height)
     .executeTakeFirst()
   if (row === undefined) return null
   const header = JSON.parse(row.header) as BlockHeader
   const leaves = await leafRange(db, header.firstLeaf, header.firstLeaf + header.leafCount)
-  return { header, signature: row.signature, leaves: leaves.map((leaf) => toBase64(leaf)) }
+  return {
+    header,
+    signature: row.signature,
+    checkpoint: row.checkpoint,
+    leaves: leaves.map((leaf) => toBase64(leaf)),
+  }
 }
 
 /** The exact bytes of the leaves [start, end). */

@@ -3,19 +3,29 @@ import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import { type BlockHeader, genesisPrevious, headerHash, signHeader } from '../../protocol/block.js'
 import { signCheckpoint } from '../../protocol/checkpoint.js'
-import { toBase64, utf8 } from '../../protocol/encoding.js'
+import { toBase64, toBase64Url, utf8 } from '../../protocol/encoding.js'
 import { assert, VmError } from '../../protocol/errors.js'
-import { encodeLeafText } from '../../protocol/leaf.js'
+import {
+  type DisclosedKey,
+  decodeLeaf,
+  disclosedKeysPerLeafMax,
+  encodeDisclosureLeafText,
+  encodeLeafText,
+  encodeSealedLeafText,
+} from '../../protocol/leaf.js'
 import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
 import { newId, nowTimestamp, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
 import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
+import type { ViewRecord } from '../ledger/model.js'
 import { resultCodes, resultName } from '../ledger/result-codes.js'
 import { Ledger } from '../ledger/state-machine.js'
 import { type Decision, type PoolRow, poolRow, poolTableRow } from '../pool/pool.js'
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
+import { WakeableSleep } from '../wakeable-sleep.js'
+import type { LeafSealing, SealingPlan } from './leaf-sealing.js'
 
 /** Pool rows per block. Bounds the memory and the length of one database transaction. */
 export const blockTransactionsMax = 4_096
@@ -26,10 +36,16 @@ export const blockTransactionsMax = 4_096
 export const blockIntervalMs = 10
 /** Pending transfers expired per block. */
 export const expiriesPerBlockMax = 1_024
+/** Pending transfers per expire_pending transaction: its leaf is sealed for the parties of each. */
+export const expiriesPerTransactionMax = 8
 /** How long the funnel sleeps when nothing wakes it; also bounds how late an expiry is written. */
 export const idleWaitMs = 1_000
 /** After a failed commit the funnel reloads its state and retries, backing off up to this. */
 export const retryWaitMsMax = 5_000
+/** Committed leaves a view may cover; a grant for a longer history is refused (`view_history_too_large`). */
+export const viewHistoryLeavesMax = 10_000
+/** Content keys one block discloses, so that a block (and a browser's push) stays bounded. */
+export const blockDisclosedKeysMax = viewHistoryLeavesMax + 2 * blockTransactionsMax
 /** A linked chain is pooled within one submission, so it never exceeds one batch. */
 export const linkedChainLengthMax = 1_024
 
@@ -66,12 +82,13 @@ export class Funnel {
   readonly #identity: NodeIdentity
   readonly #log: Logger
   readonly #report: (event: FunnelEvent) => void
+  /** Null when the node keeps a fully public ledger (leaf encryption off). */
+  readonly #sealing: LeafSealing | null
   #ledger!: Ledger
   #frontier!: Frontier
   #head: BlockHeader | null = null
   #cursor = 0
-  #wake: (() => void) | null = null
-  #woken = false
+  readonly #sleeper = new WakeableSleep()
   #stopping = false
   #running: Promise<void> | null = null
 
@@ -80,11 +97,14 @@ export class Funnel {
     identity: NodeIdentity
     log: Logger
     report: (event: FunnelEvent) => void
+    /** Present when leaves are sealed: the recipients every leaf has besides its parties. */
+    sealing: LeafSealing | null
   }) {
     this.#db = options.db
     this.#identity = options.identity
     this.#log = options.log
     this.#report = options.report
+    this.#sealing = options.sealing
   }
 
   /** New rows are in the pool: take them now rather than at the next idle tick. */
@@ -116,8 +136,7 @@ export class Funnel {
   }
 
   #signal(): void {
-    this.#woken = true
-    this.#wake?.()
+    this.#sleeper.wake()
   }
 
   async #run(): Promise<void> {
@@ -132,7 +151,7 @@ export class Funnel {
         }
         const processed = await this.step()
         failures = 0
-        if (processed === 0) await this.#sleep(idleWaitMs)
+        if (processed === 0) await this.#sleeper.sleep(idleWaitMs)
         else if (processed < blockTransactionsMax) await delay(blockIntervalMs)
       } catch (error) {
         failures++
@@ -142,26 +161,9 @@ export class Funnel {
           'funnel step failed; it reloads its state from the database and retries',
         )
         this.#report({ kind: 'failure' })
-        await this.#sleep(Math.min(retryWaitMsMax, 100 * 2 ** failures))
+        await this.#sleeper.sleep(Math.min(retryWaitMsMax, 100 * 2 ** failures))
       }
     }
-  }
-
-  #sleep(ms: number): Promise<void> {
-    if (this.#woken) {
-      this.#woken = false
-      return Promise.resolve()
-    }
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer)
-        this.#wake = null
-        this.#woken = false
-        resolve()
-      }
-      const timer = setTimeout(done, ms)
-      this.#wake = done
-    })
   }
 
   /** Processes one batch; returns the number of pool rows decided. Exposed for tests. */
@@ -178,16 +180,30 @@ export class Funnel {
     const firstLeaf = this.#frontier.size
     const height = this.#head === null ? 0 : this.#head.height + 1
 
-    const appendLeaf = (transactionId: string, signedText: string) => {
-      const text = encodeLeafText(timeText, signedText)
-      const bytes = utf8(text)
-      leaves.push({ index: this.#frontier.size, transactionId, text })
+    const appendText = (transactionId: string, text: string) => {
+      const index = this.#frontier.size
+      leaves.push({ index, transactionId, text })
       // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
-      for (const node of this.#frontier.append(leafHash(bytes))) if (node.level > 0) nodes.push(node)
+      for (const node of this.#frontier.append(leafHash(utf8(text)))) if (node.level > 0) nodes.push(node)
+      return index
+    }
+    const disclosures = new Disclosures(timeText)
+    const appendLeaf = (signed: SignedTransaction, signedText: string) => {
+      const sealing = this.#sealing
+      if (sealing === null) return appendText(signed.tx.id, encodeLeafText(timeText, signedText))
+      const plan = sealing.plan(this.#ledger, signed.tx, time)
+      const { jwe, cek } = sealing.seal(signedText, plan)
+      const index = appendText(
+        signed.tx.id,
+        encodeSealedLeafText(signed.tx.id, signed.tx.type, timeText, jwe),
+      )
+      disclosures.sealed(index, plan, cek)
+      return index
     }
 
     const systemRows: PoolRow[] = []
-    if (expirable.length > 0) {
+    // Each expiry names few transfers, so that its leaf has few readers (the parties of each transfer).
+    for (let start = 0; start < expirable.length; start += expiriesPerTransactionMax) {
       const expiry = signTransaction(
         {
           v: 1,
@@ -196,7 +212,7 @@ export class Funnel {
           created: timeText,
           signer: this.#identity.nodeId,
           type: 'expire_pending',
-          pending: expirable,
+          pending: expirable.slice(start, start + expiriesPerTransactionMax),
         },
         this.#identity.signing.secretKey,
       )
@@ -206,29 +222,55 @@ export class Funnel {
       assert(code === resultCodes.ok, `the funnel's own expiry was refused: ${resultName(code!)}`)
       // The node's own transactions are pooled too, so that the pool's unique id covers every leaf.
       systemRows.push(poolRow(expiry))
-      appendLeaf(expiry.tx.id, systemRows.at(-1)!.signed)
+      appendLeaf(expiry, systemRows.at(-1)!.signed)
     }
 
+    let taken = 0
     for (let start = 0; start < entries.length; ) {
       let end = start
       while (entries[end]!.linked && end + 1 < entries.length) end++
       const chain = entries.slice(start, end + 1)
-      const base = this.#frontier.size
-      const codes = this.#ledger.applyChain(
-        chain.map((entry, i) => ({ signed: entry.signed, context: { time, leaf: base + i } })),
+      // A view's history is disclosed in the grant's block: a block discloses a bounded number of keys.
+      // Most chains hold no grant: they skip the history look-up (and its await) entirely.
+      const history = chain.some((entry) => entry.signed.tx.type === 'grant_view')
+        ? await this.#viewHistories(chain)
+        : noViewHistories
+      if (
+        history.keys > 0 &&
+        disclosures.count > 0 &&
+        disclosures.count + history.keys > blockDisclosedKeysMax
       )
+        break
+      const base = this.#frontier.size
+      const tooLarge = history.tooLarge
+      const codes =
+        tooLarge === null
+          ? this.#ledger.applyChain(
+              chain.map((entry, i) => ({ signed: entry.signed, context: { time, leaf: base + i } })),
+            )
+          : chain.map((entry) =>
+              entry.id === tooLarge ? resultCodes.view_history_too_large : resultCodes.linked_event_failed,
+            )
       chain.forEach((entry, i) => {
         const code = codes[i]!
         if (code === resultCodes.ok) {
-          appendLeaf(entry.id, entry.signedText)
+          const leafIndex = appendLeaf(entry.signed, entry.signedText)
           decisions.push({
             id: entry.id,
             accepted: true,
             code,
             codeName: 'ok',
             blockHeight: height,
-            leafIndex: base + i,
+            leafIndex,
           })
+          if (entry.signed.tx.type === 'grant_view') {
+            this.#disclose(
+              disclosures,
+              entry.signed.tx.view,
+              leafIndex,
+              history.committed.get(entry.id) ?? [],
+            )
+          }
         } else {
           decisions.push({
             id: entry.id,
@@ -240,8 +282,12 @@ export class Funnel {
           })
         }
       })
+      if (chain.some((entry) => keyTypes.has(entry.signed.tx.type))) this.#sealing?.forgetKeys()
+      taken = end + 1
       start = end + 1
     }
+    for (const { id, text } of disclosures.take()) appendText(id, text)
+    entries.length = taken
 
     const changes = this.#ledger.takeChanges()
     let header: BlockHeader | null = null
@@ -288,6 +334,98 @@ export class Funnel {
       keysChanged: changes.keys.length > 0 || changes.persons.length > 0,
     })
     return entries.length
+  }
+
+  /**
+   * For each grant_view of a chain, the committed leaves its view covers, with their content keys, so
+   * that the grant's block can disclose them. A grant whose history passes `viewHistoryLeavesMax` is
+   * refused (`tooLarge`): the grantor can grant shorter time ranges. `keys` bounds what the chain adds
+   * to the block's disclosures, counting the leaves of this block too.
+   */
+  async #viewHistories(chain: readonly PoolEntry[]): Promise<ViewHistories> {
+    const histories: ViewHistories = { keys: 0, tooLarge: null, committed: new Map() }
+    if (this.#sealing === null) return histories
+    for (const entry of chain) {
+      const tx = entry.signed.tx
+      if (tx.type !== 'grant_view') continue
+      const committed = await this.#committedHistory(tx.accounts, Date.parse(tx.from), Date.parse(tx.until))
+      if (committed === null) {
+        histories.tooLarge ??= entry.id
+        continue
+      }
+      histories.committed.set(entry.id, committed)
+      histories.keys += committed.length + blockTransactionsMax
+    }
+    return histories
+  }
+
+  async #committedHistory(
+    accounts: readonly string[],
+    from: number,
+    until: number,
+  ): Promise<DisclosedContentKey[] | null> {
+    const rows = await this.#db
+      .selectFrom('ledger_entries')
+      .select('leaf')
+      .distinct()
+      .where('account', 'in', accounts)
+      .where('time', '>=', from)
+      .where('time', '<', until)
+      .orderBy('leaf')
+      .limit(viewHistoryLeavesMax + 1)
+      .execute()
+    if (rows.length > viewHistoryLeavesMax) return null
+    const keys: DisclosedContentKey[] = []
+    for (let start = 0; start < rows.length; start += 1_000) {
+      const leaves = await this.#db
+        .selectFrom('chain_leaves')
+        .select(['leaf_index', 'leaf'])
+        .where(
+          'leaf_index',
+          'in',
+          rows.slice(start, start + 1_000).map((row) => row.leaf),
+        )
+        .orderBy('leaf_index')
+        .execute()
+      for (const row of leaves) {
+        const leaf = decodeLeaf(utf8(row.leaf))
+        // Leaves written while the ledger was public need no disclosure.
+        if (leaf.v !== 2 || leaf.type === 'disclosure') continue
+        const cek = this.#sealing!.archive.unwrap(leaf.jwe.recipients)
+        assert(cek !== null, `leaf ${row.leaf_index} is not sealed for the archive key`)
+        keys.push({ leaf: row.leaf_index, cek })
+      }
+    }
+    return keys
+  }
+
+  /** Discloses a new view's history (committed and earlier in this block) to its grantee. */
+  #disclose(
+    disclosures: Disclosures,
+    viewId: string,
+    grantLeaf: number,
+    committed: readonly DisclosedContentKey[],
+  ) {
+    const sealing = this.#sealing
+    if (sealing === null) return
+    const view = this.#ledger.view(viewId)
+    assert(view !== undefined, 'an accepted grant_view creates its view')
+    const history = [...committed, ...disclosures.before(grantLeaf, view)]
+    if (history.length === 0) return
+    if (view.grantee === null) {
+      disclosures.add(
+        view.id,
+        history.map(({ leaf, cek }) => ({ leaf, cek: toBase64Url(cek) })),
+      )
+      return
+    }
+    const recipients = sealing.granteeRecipients(this.#ledger, view)
+    // A grantee without an encryption key can read through the api only; nothing to wrap for.
+    if (recipients.length === 0) return
+    disclosures.add(
+      view.id,
+      history.map(({ leaf, cek }) => ({ leaf, recipients: sealing.sealer.wrapFor(cek, recipients) })),
+    )
   }
 
   async #readPending(): Promise<PoolEntry[]> {
@@ -361,5 +499,76 @@ async function writeDecisions(
         )
       }
     }
+  }
+}
+
+const keyTypes: ReadonlySet<string> = new Set(['genesis', 'register_person', 'add_key', 'revoke_key'])
+
+interface DisclosedContentKey {
+  readonly leaf: number
+  readonly cek: Uint8Array
+}
+
+interface ViewHistories {
+  keys: number
+  tooLarge: string | null
+  readonly committed: Map<string, readonly DisclosedContentKey[]>
+}
+
+const noViewHistories: ViewHistories = Object.freeze({ keys: 0, tooLarge: null, committed: new Map() })
+
+/** The content keys a block discloses, by view, and the block's own sealed leaves a new view may cover. */
+class Disclosures {
+  readonly #time: string
+  readonly #sealed: {
+    readonly index: number
+    readonly accounts: ReadonlySet<string>
+    readonly cek: Uint8Array
+  }[] = []
+  readonly #byView = new Map<string, DisclosedKey[]>()
+  count = 0
+
+  constructor(time: string) {
+    this.#time = time
+  }
+
+  /** A leaf was sealed: remember its key for views granted later in the block; disclose it to public views. */
+  sealed(index: number, plan: SealingPlan, cek: Uint8Array): void {
+    this.#sealed.push({ index, accounts: plan.accounts, cek })
+    for (const view of plan.publicViews) this.add(view, [{ leaf: index, cek: toBase64Url(cek) }])
+  }
+
+  /** This block's leaves before `leaf` that the view covers (all of them share the block's time). */
+  before(leaf: number, view: Readonly<ViewRecord>): DisclosedContentKey[] {
+    const time = Date.parse(this.#time)
+    if (time < view.from || time >= view.until) return []
+    return this.#sealed
+      .filter(
+        (sealed) => sealed.index < leaf && view.accounts.some((account) => sealed.accounts.has(account)),
+      )
+      .map(({ index, cek }) => ({ leaf: index, cek }))
+  }
+
+  add(view: string, keys: readonly DisclosedKey[]): void {
+    let list = this.#byView.get(view)
+    if (list === undefined) {
+      list = []
+      this.#byView.set(view, list)
+    }
+    list.push(...keys)
+    this.count += keys.length
+  }
+
+  /** The disclosure leaves of the block, in view order, each with at most disclosedKeysPerLeafMax keys. */
+  take(): { id: string; text: string }[] {
+    const out: { id: string; text: string }[] = []
+    for (const [view, keys] of this.#byView) {
+      for (let start = 0; start < keys.length; start += disclosedKeysPerLeafMax) {
+        const id = newId()
+        const chunk = keys.slice(start, start + disclosedKeysPerLeafMax)
+        out.push({ id, text: encodeDisclosureLeafText({ id, time: this.#time, view, keys: chunk }) })
+      }
+    }
+    return out
   }
 }

@@ -1,9 +1,11 @@
 import { parentPort, workerData } from 'node:worker_threads'
+import { nodeAes } from '../crypto/node-aes.js'
 import type { NodeIdentity } from '../identity.js'
 import { createLogger } from '../logger.js'
 import { type PoolRow, writeSubmissions } from '../pool/pool.js'
 import { openDatabase } from '../storage/database.js'
 import { Funnel } from './funnel.js'
+import { LeafSealing } from './leaf-sealing.js'
 
 /**
  * The writer thread owns the node's one write connection: it writes pool submissions and runs the funnel.
@@ -14,6 +16,8 @@ export interface WriterInit {
   readonly databaseUrl: string
   readonly identity: NodeIdentity
   readonly logLevel: string
+  readonly leafEncryption: boolean
+  readonly auditorKeys: readonly Uint8Array[]
 }
 
 export type WriterRequest =
@@ -21,7 +25,7 @@ export type WriterRequest =
   | { readonly type: 'stop' }
 
 const port = parentPort!
-const { databaseUrl, identity, logLevel } = workerData as WriterInit
+const { databaseUrl, identity, logLevel, leafEncryption, auditorKeys } = workerData as WriterInit
 const log = createLogger(logLevel).child({ component: 'funnel' })
 const database = await openDatabase(databaseUrl)
 const funnel = new Funnel({
@@ -29,6 +33,7 @@ const funnel = new Funnel({
   identity,
   log,
   report: (event) => port.postMessage({ type: 'funnel', event }),
+  sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodeAes) : null,
 })
 await funnel.load()
 funnel.start()
