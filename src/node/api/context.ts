@@ -10,7 +10,7 @@ import type { KeyDirectory } from './key-directory.js'
 export interface ApiContext {
   readonly db: Kysely<Database>
   readonly pool: Pool
-  readonly identity: Pick<NodeIdentity, 'nodeId' | 'origin' | 'signingJwk'>
+  readonly identity: Pick<NodeIdentity, 'nodeId' | 'origin' | 'signingJwk' | 'encryptionJwk'>
   readonly keys: KeyDirectory
   readonly verifier: BatchVerifier
   readonly metrics: Metrics

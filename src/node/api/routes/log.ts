@@ -7,6 +7,8 @@ import { blockAt, latestBlock, latestCheckpoint, leafRange, readNodes } from '..
 import type { ApiContext } from '../context.js'
 
 const Index = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })
+/** Leaves per bulk read: verifiers download whole logs a page at a time (the block browser serves the same). */
+export const leavesPerPageMax = 4096
 const ProofResponse = Type.Object(
   { proof: Type.Array(Type.String({ description: 'base64 SHA-256' })) },
   { additionalProperties: true },
@@ -28,6 +30,8 @@ export function logRoutes(app: FastifyInstance, context: ApiContext): void {
       origin: context.identity.origin,
       noteVerifierKey: context.noteVerifierKey,
       signingKey: context.identity.signingJwk,
+      /** X25519: the sender key (`epk`) of every sealed leaf, and the node's archive recipient. */
+      encryptionKey: context.identity.encryptionJwk,
     }),
   )
 
@@ -55,6 +59,23 @@ export function logRoutes(app: FastifyInstance, context: ApiContext): void {
       const [leaf] = await leafRange(db, index, index + 1)
       if (leaf === undefined) throw new VmError('leaf_not_found', `no leaf ${index}`, { status: 404 })
       return { index, leaf: toBase64(leaf), leafHash: toBase64(leafHash(leaf)) }
+    },
+  )
+
+  app.get(
+    '/v1/log/leaves',
+    {
+      schema: {
+        tags: ['log'],
+        summary: `The exact bytes (base64) of leaves [start, end), at most ${leavesPerPageMax} and none past the log`,
+        querystring: Type.Object({ start: Index, end: Index }, { additionalProperties: false }),
+      },
+    },
+    async (request) => {
+      const { start, end } = request.query as { start: number; end: number }
+      const stop = Math.min(end, start + leavesPerPageMax, await logSize())
+      const leaves = await leafRange(db, start, stop)
+      return { start, leaves: leaves.map((leaf) => toBase64(leaf)) }
     },
   )
 

@@ -1,5 +1,5 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
-import { VmError } from '../../protocol/errors.js'
+import { VmError } from '../protocol/errors.js'
 
 /** Fastify's own failures, mapped to our stable codes. */
 const fastifyCodes: Record<string, { code: string; status: number }> = {

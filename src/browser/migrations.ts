@@ -1,0 +1,110 @@
+import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
+import { VmError } from '../protocol/errors.js'
+
+export type BrowserDialect = 'sqlite' | 'postgres'
+
+/**
+ * The browser's schema, versioned. Its own migration tables keep it apart from the node's, should both
+ * ever share one database. Where SQL differs between dialects the difference lives here only.
+ */
+function migrations(dialect: BrowserDialect): Record<string, Migration> {
+  // Log positions and times can pass 2^31: PostgreSQL needs bigint (SQLite's integer is 64-bit already).
+  const count = dialect === 'postgres' ? 'bigint' : 'integer'
+  const bytes = dialect === 'postgres' ? 'bytea' : 'blob'
+  // SQLite stores tables with a composite key in the key's own B-tree: one write per row, not two.
+  const keyed = dialect === 'sqlite' ? sql`without rowid` : sql``
+
+  return {
+    '0001-browser': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('browser_blocks')
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('height', count, (c) => c.notNull())
+          .addColumn('header', 'text', (c) => c.notNull())
+          .addColumn('header_hash', 'text', (c) => c.notNull())
+          .addColumn('signature', 'text', (c) => c.notNull())
+          .addColumn('checkpoint', 'text', (c) => c.notNull())
+          .addColumn('first_leaf', count, (c) => c.notNull())
+          .addColumn('leaf_count', count, (c) => c.notNull())
+          .addColumn('log_size', count, (c) => c.notNull())
+          .addColumn('log_root', 'text', (c) => c.notNull())
+          .addColumn('time', count, (c) => c.notNull())
+          .addColumn('received_at', count, (c) => c.notNull())
+          .addPrimaryKeyConstraint('browser_blocks_pk', ['node', 'height'])
+          .modifyEnd(keyed)
+          .execute()
+        await db.schema
+          .createTable('browser_leaves')
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('leaf_index', count, (c) => c.notNull())
+          .addColumn('block_height', count, (c) => c.notNull())
+          .addColumn('leaf', bytes, (c) => c.notNull())
+          .addPrimaryKeyConstraint('browser_leaves_pk', ['node', 'leaf_index'])
+          .modifyEnd(keyed)
+          .execute()
+        await db.schema
+          .createTable('browser_tree_nodes')
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('level', 'integer', (c) => c.notNull())
+          .addColumn('node_index', count, (c) => c.notNull())
+          .addColumn('hash', bytes, (c) => c.notNull())
+          .addPrimaryKeyConstraint('browser_tree_nodes_pk', ['node', 'level', 'node_index'])
+          .modifyEnd(keyed)
+          .execute()
+        await db.schema
+          .createTable('browser_recipients')
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('key_id', 'text', (c) => c.notNull())
+          .addColumn('leaf_index', count, (c) => c.notNull())
+          .addPrimaryKeyConstraint('browser_recipients_pk', ['node', 'key_id', 'leaf_index'])
+          .modifyEnd(keyed)
+          .execute()
+        await db.schema
+          .createTable('browser_alarms')
+          .addColumn('id', dialect === 'postgres' ? 'bigserial' : 'integer', (c) => c.primaryKey())
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('height', count)
+          .addColumn('kind', 'text', (c) => c.notNull())
+          .addColumn('held_hash', 'text')
+          .addColumn('offered_hash', 'text')
+          .addColumn('evidence', 'text', (c) => c.notNull())
+          .addColumn('fingerprint', 'text', (c) => c.notNull().unique())
+          .addColumn('time', count, (c) => c.notNull())
+          .execute()
+        await db.schema
+          .createIndex('browser_alarms_node')
+          .on('browser_alarms')
+          .columns(['node', 'id'])
+          .execute()
+      },
+    },
+  }
+}
+
+class StaticMigrationProvider implements MigrationProvider {
+  readonly #dialect: BrowserDialect
+  constructor(dialect: BrowserDialect) {
+    this.#dialect = dialect
+  }
+  async getMigrations(): Promise<Record<string, Migration>> {
+    return migrations(this.#dialect)
+  }
+}
+
+/** Brings the schema up to date; safe to run at every start (applied versions are skipped). */
+export async function migrateBrowser(db: Kysely<unknown>, dialect: BrowserDialect): Promise<void> {
+  const migrator = new Migrator({
+    db,
+    provider: new StaticMigrationProvider(dialect),
+    migrationTableName: 'browser_migration',
+    migrationLockTableName: 'browser_migration_lock',
+  })
+  const { error } = await migrator.migrateToLatest()
+  if (error !== undefined) {
+    throw new VmError('migration_failed', `browser database migration failed: ${(error as Error).message}`, {
+      status: 500,
+      cause: error,
+    })
+  }
+}
