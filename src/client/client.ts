@@ -8,6 +8,7 @@ import {
   type Transaction,
 } from '../protocol/transaction.js'
 import type { DeviceKeys } from './key-file.js'
+import { answerBytesMax, readBounded } from './read-bounded.js'
 
 export interface Outcome {
   readonly id: string
@@ -179,7 +180,18 @@ export class NodeClient {
       })
     }
     const type = response.headers.get('content-type') ?? ''
-    const payload: unknown = type.includes('json') ? await response.json() : await response.text()
+    let payload: unknown
+    try {
+      // Bounded: a node that answers without end must not exhaust this process.
+      const text = await readBounded(response, answerBytesMax)
+      payload = type.includes('json') ? JSON.parse(text) : text
+    } catch (error) {
+      if (error instanceof VmError) throw error
+      throw new VmError('node_unreachable', `${method} ${path}: the answer was cut off or is not JSON`, {
+        status: 502,
+        cause: error,
+      })
+    }
     if (!response.ok) {
       const problem = (typeof payload === 'object' && payload !== null ? payload : {}) as {
         code?: string

@@ -26,6 +26,8 @@ export interface DeviceKeys {
   readonly keyId: string
   readonly person: string | undefined
   readonly signing: SigningKeyPair
+  /** X25519: opens the leaves sealed for this device. */
+  readonly encryption: SigningKeyPair
   readonly file: KeyFile
   /** The public part, as registered in the ledger. */
   readonly deviceKey: DeviceKey
@@ -42,7 +44,7 @@ export function openKeyFile(file: KeyFile): DeviceKeys {
     throw new VmError('key_file_invalid', 'not a vmoney key file (expected v: 1, signing, encryption)')
   }
   const signing = jwkKeyPair(file.signing, 'Ed25519')
-  jwkKeyPair(file.encryption, 'X25519')
+  const encryption = jwkKeyPair(file.encryption, 'X25519')
   if (keyId(file.signing) !== file.keyId)
     throw new VmError('key_file_invalid', 'keyId does not match the signing key')
   const signingPublic = publicJwk('Ed25519', signing.publicKey)
@@ -50,12 +52,11 @@ export function openKeyFile(file: KeyFile): DeviceKeys {
     keyId: file.keyId,
     person: file.person,
     signing,
+    encryption,
     file,
     deviceKey: {
       signing: signingPublic as DeviceKey['signing'],
-      encryption: publicJwk('X25519', jwkKeyPair(file.encryption, 'X25519').publicKey) as NonNullable<
-        DeviceKey['encryption']
-      >,
+      encryption: publicJwk('X25519', encryption.publicKey) as NonNullable<DeviceKey['encryption']>,
     },
   }
 }
