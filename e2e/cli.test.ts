@@ -128,6 +128,52 @@ test('the checkpoint verifies, and the audit passes against the running node', a
   assert.match(audited.stdout, /audit passed/)
 })
 
+test('start runs a block browser that holds every block, and verify passes with and without a key', async () => {
+  const browser = node.browserUrl()
+  assert.ok(browser !== null, 'start prints the block browser URL')
+  const state = join(dataDir, 'verify-state.json')
+  const verify = (...args: string[]) => vmoney('verify', '--browser', browser, '--state', state, ...args)
+  // The browser receives blocks as they are committed; wait until it holds the node's newest.
+  const deadline = Date.now() + 20_000
+  const checkpointOf = async (url: string) => (await fetch(`${url}/v1/log/checkpoint`)).text()
+  while ((await checkpointOf(browser)) !== (await checkpointOf(node.url))) {
+    assert.ok(Date.now() < deadline, 'the browser did not catch up')
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  const plain = await verify('--json')
+  assert.equal(plain.code, 0, plain.stdout + plain.stderr)
+  assert.equal((JSON.parse(plain.stdout) as { ok: boolean }).ok, true)
+  const withKey = await verify('--key', demo('alice.key.json'))
+  assert.equal(withKey.code, 0, withKey.stdout + withKey.stderr)
+  const full = await verify('--full')
+  assert.equal(full.code, 0, full.stdout + full.stderr)
+})
+
+test("a view lets Bob read Alice's account until Alice revokes it", async () => {
+  const bob = (JSON.parse(readFileSync(demo('bob.key.json'), 'utf8')) as { person: string }).person
+  const before = await vmoney('account', 'show', account('Alice'), '--key', demo('bob.key.json'))
+  assert.equal(before.code, 4)
+  const granted = await vmoney(
+    'view',
+    'grant',
+    '--key',
+    demo('alice.key.json'),
+    '--accounts',
+    account('Alice'),
+    '--to',
+    bob,
+  )
+  assert.equal(granted.code, 0, granted.stderr)
+  const shown = await vmoney('account', 'show', account('Alice'), '--key', demo('bob.key.json'))
+  assert.equal(shown.code, 0, shown.stderr)
+  const view = /view ([0-9a-f]{32})/.exec(granted.stdout)?.[1]
+  assert.ok(view !== undefined, granted.stdout)
+  const revoked = await vmoney('view', 'revoke', '--key', demo('alice.key.json'), '--view', view)
+  assert.equal(revoked.code, 0, revoked.stderr)
+  const after = await vmoney('account', 'show', account('Alice'), '--key', demo('bob.key.json'))
+  assert.equal(after.code, 4)
+})
+
 test('bad usage exits 2, an unreachable node 3, a taken port 5, each with a message', async () => {
   const usage = await vmoney('tx', 'transfer', '--key', demo('alice.key.json'))
   assert.equal(usage.code, 2)

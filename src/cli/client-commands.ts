@@ -7,7 +7,13 @@ import { openCheckpoint } from '../protocol/checkpoint.js'
 import { fromBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
 import { leafHash, verifyInclusion } from '../protocol/merkle.js'
-import { idPattern, newId, type Person, type SignedTransaction } from '../protocol/transaction.js'
+import {
+  idPattern,
+  newId,
+  nowTimestamp,
+  type Person,
+  type SignedTransaction,
+} from '../protocol/transaction.js'
 import { CliExit, exitCodes, print } from './output.js'
 
 const defaultNode = process.env.VMONEY_NODE_URL ?? 'http://127.0.0.1:8080'
@@ -20,6 +26,14 @@ function id(value: string, what: string): string {
       `${what} must be 32 lowercase hex digits, got ${JSON.stringify(value)}`,
     )
   return value
+}
+
+/** A time as the ledger wants it (RFC 3339 UTC, ms), from anything `Date.parse` reads: "2025-01-31", ISO... */
+function time(value: string, what: string): string {
+  const ms = Date.parse(value)
+  if (Number.isNaN(ms))
+    throw new VmError('invalid_argument', `${what} must be a date or time, got ${JSON.stringify(value)}`)
+  return nowTimestamp(ms)
 }
 
 interface ClientOptions {
@@ -286,13 +300,14 @@ export function registerClientCommands(program: Command): void {
     .action(async (accountId: string | undefined, options: ClientOptions) => {
       const client = new NodeClient(options.node)
       const signer = readKeyFile(options.key)
+      // Through a view whose time range has passed, an account shows no balances.
       type View = {
         id: string
         asset: string
-        balance: string
-        available: string
-        debitsPending: string
-        creditsPending: string
+        balance?: string
+        available?: string
+        debitsPending?: string
+        creditsPending?: string
         closed: boolean
       }
       const views: View[] =
@@ -310,7 +325,11 @@ export function registerClientCommands(program: Command): void {
         views
           .map((v) => {
             const scale = scales.get(v.asset)!
-            return `${v.id}  ${v.asset}  balance ${formatDecimal(BigInt(v.balance), scale)}  available ${formatDecimal(BigInt(v.available), scale)}${v.closed ? '  (closed)' : ''}`
+            const balances =
+              v.balance === undefined || v.available === undefined
+                ? 'balances outside the view'
+                : `balance ${formatDecimal(BigInt(v.balance), scale)}  available ${formatDecimal(BigInt(v.available), scale)}`
+            return `${v.id}  ${v.asset}  ${balances}${v.closed ? '  (closed)' : ''}`
           })
           .join('\n'),
       )
@@ -345,6 +364,76 @@ export function registerClientCommands(program: Command): void {
           ),
           page.nextCursor === null ? '(end)' : `more: --cursor ${page.nextCursor}`,
         ].join('\n'),
+      )
+    })
+
+  const view = program
+    .command('view')
+    .description('views: let another person, an auditor or everyone read some of your accounts')
+  const yearMs = 365 * 24 * 3600 * 1000
+  clientCommand(view, 'grant', 'grant a view of your accounts for a time range')
+    .requiredOption('--accounts <ids>', 'your accounts, comma-separated: A[,B...]')
+    .requiredOption('--to <grantee>', 'a person id (auditors are persons too), or "everyone"')
+    .option('--from <time>', 'start of the covered activity (default: 1970-01-01T00:00:00.000Z, all history)')
+    .option('--until <time>', 'end of the covered activity, excluded (default: one year from now)')
+    .addHelpText(
+      'after',
+      '\nThe grantee reads the statement entries with time in [from, until), and the balances while now is in it.',
+    )
+    .action(
+      async (options: ClientOptions & { accounts: string; to: string; from?: string; until?: string }) => {
+        const client = new NodeClient(options.node)
+        const signer = readKeyFile(options.key)
+        const viewId = newId()
+        await submit(options, client, signer, [
+          await client.sign(signer, {
+            type: 'grant_view',
+            view: viewId,
+            accounts: options.accounts.split(',').map((account) => id(account.trim(), '--accounts')),
+            grantee: options.to === 'everyone' ? 'everyone' : id(options.to, '--to'),
+            from: time(options.from ?? '1970-01-01T00:00:00.000Z', '--from'),
+            until: time(options.until ?? nowTimestamp(Date.now() + yearMs), '--until'),
+          }),
+        ])
+        if (options.json !== true) process.stdout.write(`view ${viewId}\n`)
+      },
+    )
+  clientCommand(view, 'revoke', 'revoke a view you granted (or any, as an operator)')
+    .requiredOption('--view <id>', 'the view')
+    .action(async (options: ClientOptions & { view: string }) => {
+      const client = new NodeClient(options.node)
+      const signer = readKeyFile(options.key)
+      await submit(options, client, signer, [
+        await client.sign(signer, { type: 'revoke_view', view: id(options.view, '--view') }),
+      ])
+    })
+  clientCommand(view, 'list', 'the views a person granted or received')
+    .argument('[person]', 'person id (default: the signer)')
+    .action(async (personId: string | undefined, options: ClientOptions) => {
+      const client = new NodeClient(options.node)
+      const signer = readKeyFile(options.key)
+      const target = personId === undefined ? await personOf(client, signer) : id(personId, 'person')
+      const page = (await client.get(signer, `/v1/persons/${target}/views`)) as {
+        views: {
+          id: string
+          grantor: string
+          grantee: string
+          accounts: string[]
+          from: string
+          until: string
+          revoked: boolean
+        }[]
+      }
+      print(
+        options.json === true,
+        page,
+        () =>
+          page.views
+            .map(
+              (v) =>
+                `${v.id}  ${v.grantor === target ? `to ${v.grantee}` : `from ${v.grantor}`}  ${v.from} .. ${v.until}  ${v.accounts.join(',')}${v.revoked ? '  (revoked)' : ''}`,
+            )
+            .join('\n') || '(no views)',
       )
     })
 

@@ -1,8 +1,10 @@
 import { existsSync } from 'node:fs'
 import { Command, CommanderError, Option } from 'commander'
+import { registerBrowserCommand } from './browser-command.js'
 import { registerClientCommands } from './client-commands.js'
 import { registerNodeCommands } from './node-commands.js'
 import { exitCodeOf, exitCodes } from './output.js'
+import { registerVerifyCommand } from './verify-command.js'
 
 // Settings may also come from a .env file in the working directory (the environment wins).
 if (existsSync('.env')) process.loadEnvFile('.env')
@@ -19,7 +21,9 @@ Exit codes: 0 ok; 1 a check failed (rejected transaction, audit or proof failure
 3 server unreachable; 4 the server refused the request; 5 local or unexpected failure.`,
   )
 registerNodeCommands(program)
+registerBrowserCommand(program)
 registerClientCommands(program)
+registerVerifyCommand(program)
 program.addOption(new Option('--no-color').hideHelp())
 
 try {

@@ -1,35 +1,14 @@
 import type { Command } from 'commander'
+import { type RunningBrowser, startBrowser } from '../browser/browser.js'
 import { audit } from '../node/audit.js'
-import { loadConfig, type NodeConfig, type SettingName, settings } from '../node/config.js'
+import type { SettingName } from '../node/config.js'
 import { seedDemo } from '../node/demo.js'
 import { loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
 import { createLogger } from '../node/logger.js'
 import { startNode } from '../node/node.js'
 import { openDatabase, redactUrl } from '../node/storage/database.js'
-import { fromBase64Url } from '../protocol/encoding.js'
 import { CliExit, exitCodes, print } from './output.js'
-
-function withSettings(command: Command, names: readonly SettingName[]): Command {
-  for (const name of names) {
-    const setting = settings[name]
-    // Secrets have no flag: a command line is visible to every user of the machine.
-    if (setting.flag === null) continue
-    command.option(
-      `--${setting.flag} <value>`,
-      `${setting.help} (env ${setting.env}, default ${setting.default || 'see help'})`,
-    )
-  }
-  return command
-}
-
-function configFrom(options: Record<string, string | undefined>): NodeConfig {
-  const flags: Partial<Record<SettingName, string>> = {}
-  for (const name of Object.keys(settings) as SettingName[]) {
-    const value = options[name]
-    if (value !== undefined) flags[name] = value
-  }
-  return loadConfig(flags)
-}
+import { configFrom, withSettings } from './settings.js'
 
 const serverSettings: SettingName[] = [
   'dataDir',
@@ -37,24 +16,52 @@ const serverSettings: SettingName[] = [
   'port',
   'browserPort',
   'databaseUrl',
+  'browserDatabaseUrl',
+  'browserNodes',
+  'publishTo',
+  'leafEncryption',
+  'auditorKeys',
+  'rateLimit',
   'masterKey',
   'logLevel',
 ]
 
-async function runNode(options: Record<string, string | undefined>, seed: boolean): Promise<void> {
+/**
+ * `start` runs everything on the embedded default: the node, its own block browser (which follows the
+ * node and receives every block) and a demo world. `node` runs the node alone, as production does.
+ */
+async function runNode(options: Record<string, string | undefined>, everything: boolean): Promise<void> {
   const config = configFrom(options)
   const log = createLogger(config.logLevel)
   const node = await startNode(config, log)
-  let demo = ''
-  if (seed && node.fresh) {
-    const world = await seedDemo(node.url, node.adminKeyFile, config.dataDir)
-    demo = `\n  demo world:    ${config.dataDir}/demo/demo.json (asset ${world.asset})`
+  let browser: RunningBrowser | null = null
+  const lines = [
+    `VisibleMoney node ${node.identity.nodeId}`,
+    `  node:          ${node.url}`,
+    `  api docs:      ${node.url}/docs`,
+    `  checkpoint:    ${node.url}/v1/log/checkpoint`,
+    `  admin key:     ${node.adminKeyFile}`,
+  ]
+  try {
+    if (everything) {
+      const followed = { url: node.url, publicKey: node.identity.signing.publicKey }
+      browser = await startBrowser({ ...config, browserNodes: [followed, ...config.browserNodes] }, log)
+      node.publishTo(browser.url)
+      lines.push(`  block browser: ${browser.url}`)
+      if (node.fresh) {
+        const world = await seedDemo(node.url, node.adminKeyFile, config.dataDir)
+        lines.push(`  demo world:    ${config.dataDir}/demo/demo.json (asset ${world.asset})`)
+      }
+    }
+  } catch (error) {
+    await browser?.close()
+    await node.close()
+    throw error
   }
-  process.stdout.write(
-    `VisibleMoney node ${node.identity.nodeId}\n  node:          ${node.url}\n  api docs:      ${node.url}/docs\n  checkpoint:    ${node.url}/v1/log/checkpoint\n  admin key:     ${node.adminKeyFile}${demo}\n`,
-  )
+  process.stdout.write(`${lines.join('\n')}\n`)
   const shutdown = async (signal: string) => {
     log.info({ signal }, 'shutting down')
+    await browser?.close()
     await node.close()
     process.exit(0)
   }
@@ -66,7 +73,9 @@ export function registerNodeCommands(program: Command): void {
   withSettings(
     program
       .command('start')
-      .description('run everything on the embedded database; seeds a demo world in a new data dir'),
+      .description(
+        'run the node and its block browser on the embedded database; seeds a demo world in a new data dir',
+      ),
     serverSettings,
   ).action((options) => runNode(options, true))
 
@@ -102,7 +111,7 @@ export function registerNodeCommands(program: Command): void {
       const progress = process.stderr.isTTY
         ? (done: number, total: number) => process.stderr.write(`\raudit: block ${done}/${total}`)
         : undefined
-      const report = await audit(database.db, fromBase64Url(identity.signingJwk.x), identity.nodeId, progress)
+      const report = await audit(database.db, identity, progress)
       if (progress !== undefined) process.stderr.write('\n')
       print(options.json === true, report, () =>
         report.ok

@@ -3,12 +3,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { NodeClient } from '../client/client.js'
 import { readKeyFile } from '../client/key-file.js'
-import { loadConfig } from '../node/config.js'
+import { loadConfig, type SettingName } from '../node/config.js'
 import { createLogger } from '../node/logger.js'
 import { type RunningNode, startNode } from '../node/node.js'
 
 /** A real node on a fresh SQLite file and a free loopback port, for tests. */
-export async function startTestNode(): Promise<{
+export async function startTestNode(settings: Partial<Record<SettingName, string>> = {}): Promise<{
   node: RunningNode
   client: NodeClient
   dataDir: string
@@ -16,7 +16,7 @@ export async function startTestNode(): Promise<{
   close(): Promise<void>
 }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-test-'))
-  const config = loadConfig({ dataDir, port: '0', logLevel: 'silent' }, {})
+  const config = loadConfig({ dataDir, port: '0', logLevel: 'silent', ...settings }, {})
   const node = await startNode(config, createLogger('silent'))
   const client = new NodeClient(node.url)
   const admin = readKeyFile(node.adminKeyFile)

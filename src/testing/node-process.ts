@@ -19,31 +19,29 @@ export async function freePort(): Promise<number> {
   })
 }
 
-/** Runs `vmoney <command>` as a real process and resolves once it prints its node URL. */
-export async function spawnNode(
-  command: 'node' | 'start',
-  dataDir: string,
-  port: number,
+/** Starts `vmoney <args>` and resolves with the first URL printed after `label:`. */
+async function spawnServer(
+  args: readonly string[],
+  label: string,
+  env: NodeJS.ProcessEnv = {},
 ): Promise<{ child: ChildProcess; url: string; output: () => string }> {
-  const child = spawn(
-    process.execPath,
-    [vmoneyBin, command, '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn'],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-    },
-  )
+  const child = spawn(process.execPath, [vmoneyBin, ...args], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  })
   let output = ''
   child.stderr!.on('data', (chunk: Buffer) => {
     output += chunk.toString()
   })
+  const pattern = new RegExp(`${label}:\\s+(http:\\/\\/\\S+)`)
   const url = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`vmoney ${command} did not start: ${output}`)),
+      () => reject(new Error(`vmoney ${args[0]} did not start: ${output}`)),
       nodeStartTimeoutMs,
     )
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString()
-      const match = /node:\s+(http:\/\/\S+)/.exec(output)
+      const match = pattern.exec(output)
       if (match !== null) {
         clearTimeout(timer)
         resolve(match[1]!)
@@ -51,10 +49,30 @@ export async function spawnNode(
     })
     child.once('exit', (code) => {
       clearTimeout(timer)
-      reject(new Error(`vmoney ${command} exited with ${code}: ${output}`))
+      reject(new Error(`vmoney ${args[0]} exited with ${code}: ${output}`))
     })
   })
   return { child, url, output: () => output }
+}
+
+/** Runs `vmoney node` or `vmoney start` as a real process and resolves once it prints its node URL. */
+export async function spawnNode(
+  command: 'node' | 'start',
+  dataDir: string,
+  port: number,
+  env: NodeJS.ProcessEnv = {},
+): Promise<{ child: ChildProcess; url: string; browserUrl: () => string | null; output: () => string }> {
+  const args = [command, '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn']
+  // `start` runs a block browser too: on a free port, so that several nodes can run side by side.
+  if (command === 'start') args.push('--browser-port', String(await freePort()))
+  const started = await spawnServer(args, 'node', env)
+  const browserUrl = () => /block browser:\s+(http:\/\/\S+)/.exec(started.output())?.[1] ?? null
+  return { ...started, browserUrl }
+}
+
+/** Runs `vmoney browser` as a real process and resolves once it prints its URL. */
+export async function spawnBrowser(args: readonly string[]): Promise<{ child: ChildProcess; url: string }> {
+  return spawnServer(['browser', '--log-level', 'error', ...args], 'browser')
 }
 
 export async function runCli(
