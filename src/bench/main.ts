@@ -17,6 +17,7 @@ import {
   transactionBytes,
 } from '../protocol/transaction.js'
 import { freePort, spawnNode } from '../testing/node-process.js'
+import { logBenchLeaves, measureConsistency, measureFull, measureProofs, startLogBench } from './log-bench.js'
 
 /** Bounds of one bench run: everything stops by itself. */
 export const benchAccounts = 256
@@ -73,21 +74,40 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0
 }
 
-export async function runBench(args: readonly string[]): Promise<void> {
-  const json = args.includes('--json')
-  const log = (text: string) => process.stderr.write(`bench: ${text}\n`)
-  const results: Result[] = []
+/** Decided transactions per second of funnel step time, read from the node's Prometheus metrics. */
+async function funnelCapacity(url: string): Promise<number> {
+  const text = await (await fetch(`${url}/metrics`)).text()
+  const value = (pattern: RegExp) => {
+    let sum = 0
+    for (const match of text.matchAll(pattern)) sum += Number(match[1])
+    return sum
+  }
+  const decided = value(/^vmoney_transactions_decided_total\{[^}]*\} (\S+)$/gm)
+  const busySeconds = value(/^vmoney_funnel_step_seconds_sum (\S+)$/gm)
+  return Math.round(decided / busySeconds)
+}
+
+/** What one node under load measured. */
+interface LoadResult {
+  readonly transfersPerS: number
+  /** Transactions the funnel decides per second of its own busy time (its capacity, from /metrics). */
+  readonly funnelPerS: number
+  readonly finalityMs: readonly number[]
+}
+
+const log = (text: string) => process.stderr.write(`bench: ${text}\n`)
+
+/**
+ * Starts a node as a real process (leaf encryption on or off), sets up customers, then measures signed
+ * transfers per second end to end and, when asked, finality at a fixed offered rate.
+ */
+async function loadNode(leafEncryption: boolean, measureFinality: boolean): Promise<LoadResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-bench-'))
   let node: ChildProcess | undefined
   try {
-    log('measuring the machine: libsodium Ed25519 verify on 2 threads')
-    results.push({
-      name: 'ed25519_verify_per_s_2cores',
-      value: await measureVerifyCeiling(2),
-      unit: 'verifies/s',
+    const started = await spawnNode('node', dataDir, await freePort(), {
+      VMONEY_LEAF_ENCRYPTION: leafEncryption ? 'on' : 'off',
     })
-
-    const started = await spawnNode('node', dataDir, await freePort())
     node = started.child
     const client = new NodeClient(started.url)
     const { nodeId } = await client.node()
@@ -233,11 +253,9 @@ export async function runBench(args: readonly string[]): Promise<void> {
     const seconds = (performance.now() - throughputStart) / 1000
     if (accepted !== benchTransfers)
       throw new Error(`only ${accepted} of ${benchTransfers} transfers were accepted`)
-    results.push({
-      name: 'signed_transfers_per_s',
-      value: Math.round(benchTransfers / seconds),
-      unit: 'transfers/s',
-    })
+    const transfersPerS = Math.round(benchTransfers / seconds)
+    const funnelPerS = await funnelCapacity(started.url)
+    if (!measureFinality) return { transfersPerS, funnelPerS, finalityMs: [] }
 
     log(`finality: ${finalityRatePerS} transfers/s offered for ${finalityDurationMs} ms`)
     const latencies: number[] = []
@@ -261,17 +279,88 @@ export async function runBench(args: readonly string[]): Promise<void> {
     }
     await Promise.all(inFlight)
     latencies.sort((a, b) => a - b)
-    results.push({ name: 'finality_ms_p50', value: Number(percentile(latencies, 50).toFixed(1)), unit: 'ms' })
-    results.push({ name: 'finality_ms_p99', value: Number(percentile(latencies, 99).toFixed(1)), unit: 'ms' })
+    return { transfersPerS, funnelPerS, finalityMs: latencies }
   } finally {
     node?.kill('SIGTERM')
     await new Promise((resolve) => setTimeout(resolve, 200))
     rmSync(dataDir, { recursive: true, force: true })
   }
+}
+
+export async function runBench(args: readonly string[]): Promise<void> {
+  const json = args.includes('--json')
+  const results: Result[] = []
+  // `--part node` or `--part log` runs one half (for work on either); the default runs both.
+  const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : 'all'
+  log('measuring the machine: libsodium Ed25519 verify on 2 threads')
+  results.push({
+    name: 'ed25519_verify_per_s_2cores',
+    value: await measureVerifyCeiling(2),
+    unit: 'verifies/s',
+  })
+
+  if (part !== 'log') await benchNodes(results)
+  if (part !== 'node') await benchLog(results)
+
   if (json) process.stdout.write(`${JSON.stringify({ results }, null, 2)}\n`)
   else
     for (const r of results)
-      process.stdout.write(`${r.name.padEnd(32)} ${String(r.value).padStart(10)} ${r.unit}\n`)
+      process.stdout.write(`${r.name.padEnd(34)} ${String(r.value).padStart(10)} ${r.unit}\n`)
+}
+
+async function benchNodes(results: Result[]): Promise<void> {
+  log('node with public leaves (leaf encryption off)')
+  const plain = await loadNode(false, false)
+  results.push({ name: 'signed_transfers_per_s', value: plain.transfersPerS, unit: 'transfers/s' })
+  log('node with sealed leaves (the default)')
+  const sealed = await loadNode(true, true)
+  results.push({ name: 'signed_transfers_per_s_encrypted', value: sealed.transfersPerS, unit: 'transfers/s' })
+  results.push({
+    name: 'encryption_cost_pct',
+    value: Number((100 * (1 - sealed.transfersPerS / plain.transfersPerS)).toFixed(1)),
+    unit: '% of end-to-end throughput',
+  })
+  results.push({
+    name: 'funnel_capacity_per_s',
+    value: plain.funnelPerS,
+    unit: 'transactions/s of funnel time',
+  })
+  results.push({
+    name: 'funnel_capacity_per_s_encrypted',
+    value: sealed.funnelPerS,
+    unit: 'transactions/s of funnel time',
+  })
+  results.push({
+    name: 'funnel_encryption_cost_pct',
+    value: Number((100 * (1 - sealed.funnelPerS / plain.funnelPerS)).toFixed(1)),
+    unit: "% of the funnel's capacity",
+  })
+  results.push({
+    name: 'finality_ms_p50',
+    value: Number(percentile(sealed.finalityMs, 50).toFixed(1)),
+    unit: 'ms',
+  })
+  results.push({
+    name: 'finality_ms_p99',
+    value: Number(percentile(sealed.finalityMs, 99).toFixed(1)),
+    unit: 'ms',
+  })
+}
+
+async function benchLog(results: Result[]): Promise<void> {
+  log(`verifier and browser: a log of ${logBenchLeaves} sealed leaves, built through the browser's checks`)
+  const logBench = await startLogBench(log)
+  try {
+    results.push({
+      name: 'verify_consistency_ms',
+      value: Number((await measureConsistency(logBench)).toFixed(1)),
+      unit: 'ms',
+    })
+    results.push({ name: 'browser_proofs_per_s', value: await measureProofs(logBench), unit: 'proofs/s' })
+    results.push({ name: 'verify_full_leaves_per_s', value: await measureFull(logBench), unit: 'leaves/s' })
+  } finally {
+    await logBench.close()
+  }
 }
 
 if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === process.argv[1]) {
