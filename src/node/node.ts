@@ -4,6 +4,7 @@ import type { Logger } from 'pino'
 import { newKeyFile, openKeyFile, writeKeyFile } from '../client/key-file.js'
 import { listen } from '../http/server.js'
 import { noteVerifierKey } from '../protocol/checkpoint.js'
+import { VmError } from '../protocol/errors.js'
 import { newId, nowTimestamp, type Person, signTransaction } from '../protocol/transaction.js'
 import { buildApp } from './api/app.js'
 import type { ApiContext } from './api/context.js'
@@ -16,6 +17,9 @@ import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
 import { Publisher } from './publisher.js'
 import { type NodeDatabase, openDatabase, redactUrl } from './storage/database.js'
+
+/** How long a fresh node waits for its genesis block before it gives up starting. */
+export const genesisWaitMs = 30_000
 
 export interface RunningNode {
   readonly url: string
@@ -101,12 +105,21 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   let url: string
   try {
     // Fresh: nothing but (at most) the genesis was ever pooled, even if an earlier start stopped right after it.
-    const pooled = await db.selectFrom('pool').select('seq').limit(2).execute()
+    const pooled = await db.selectFrom('pool').select(['seq', 'id']).orderBy('seq').limit(2).execute()
     fresh = pooled.length <= 1
     if (pooled.length === 0) {
-      await pool.submit([genesisRow(identity, adminKeyFile)])
+      const genesis = genesisRow(identity, adminKeyFile)
+      await pool.submit([genesis])
+      pooled.push({ seq: 0, id: genesis.id })
       log.info({ adminKeyFile }, 'genesis pooled; the admin key file is the first operator key')
     }
+    // A node serves once its genesis is in the log: before, not even the admin key is registered.
+    const [genesis] = await pool.waitForAll([pooled[0]!.id], genesisWaitMs)
+    if (genesis?.status !== 'accepted')
+      throw new VmError(
+        'genesis_not_committed',
+        `the genesis transaction was not committed within ${genesisWaitMs} ms (${genesis?.status ?? 'not pooled'})`,
+      )
     const context: ApiContext = {
       db,
       pool,

@@ -34,6 +34,8 @@ export interface Jwe {
 
 export const contentKeySize = 32
 const ivSize = 12
+/** What one envelope draws from the random source: its content key, then its IV. */
+export const sealRandomSize = contentKeySize + ivSize
 const tagSize = 16
 /** RFC 3394 output: the key plus one 64-bit integrity block. */
 const wrappedKeySize = contentKeySize + 8
@@ -226,8 +228,16 @@ export class Sealer {
     return this.#agreements
   }
 
-  /** Encrypts once with a fresh content key, wraps it for each recipient (duplicates by kid removed, order kept). At least one recipient. */
-  seal(plaintext: Uint8Array, recipients: readonly EncryptionRecipient[]): { jwe: Jwe; cek: Uint8Array } {
+  /**
+   * Encrypts once with a fresh content key, wraps it for each recipient (duplicates by kid removed, order
+   * kept). At least one recipient. `random` (content key then IV, `sealRandomSize` bytes, never reused)
+   * lets a caller that needs the content key before the envelope draw it itself.
+   */
+  seal(
+    plaintext: Uint8Array,
+    recipients: readonly EncryptionRecipient[],
+    random?: Uint8Array,
+  ): { jwe: Jwe; cek: Uint8Array } {
     if (plaintext.length > jweCiphertextMax)
       throw new VmError('envelope_too_large', `at most ${jweCiphertextMax} bytes can be sealed`, {
         status: 413,
@@ -236,8 +246,10 @@ export class Sealer {
     if (unique.length === 0) throw new VmError('no_recipients', 'an envelope needs at least one recipient')
     if (unique.length > jweRecipientsMax)
       throw new VmError('too_many_recipients', `an envelope has at most ${jweRecipientsMax} recipients`)
+    if (random !== undefined && random.length !== sealRandomSize)
+      throw new VmError('invalid_key', `sealing takes ${sealRandomSize} random bytes`)
     // One draw from the random source for both: it is a system call per draw.
-    const random = this.#aes.randomBytes(contentKeySize + ivSize)
+    random ??= this.#aes.randomBytes(sealRandomSize)
     const cek = random.subarray(0, contentKeySize)
     const iv = random.subarray(contentKeySize)
     const { ciphertext, tag } = this.#aes.gcmEncrypt(cek, iv, sealedAad, plaintext)

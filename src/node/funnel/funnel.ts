@@ -11,11 +11,10 @@ import {
   disclosedKeysPerLeafMax,
   encodeDisclosureLeafText,
   encodeLeafText,
-  encodeSealedLeafText,
 } from '../../protocol/leaf.js'
 import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
 import { newId, nowTimestamp, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
-import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
+import { latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
 import type { ViewRecord } from '../ledger/model.js'
@@ -25,7 +24,7 @@ import { type Decision, type PoolRow, poolRow, poolTableRow } from '../pool/pool
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 import { WakeableSleep } from '../wakeable-sleep.js'
-import type { LeafSealing, SealingPlan } from './leaf-sealing.js'
+import type { LeafSealing, SealItem, SealingPlan } from './leaf-sealing.js'
 
 /** Pool rows per block. Bounds the memory and the length of one database transaction. */
 export const blockTransactionsMax = 4_096
@@ -133,6 +132,7 @@ export class Funnel {
     this.#signal()
     await this.#running
     this.#running = null
+    await this.#sealing?.close()
   }
 
   #signal(): void {
@@ -174,29 +174,29 @@ export class Funnel {
     if (entries.length === 0 && expirable.length === 0) return 0
     const started = performance.now()
     const timeText = nowTimestamp(time)
-    const leaves: LeafWrite[] = []
+    const leaves: { index: number; transactionId: string; text: string }[] = []
     const nodes: NodeWrite[] = []
     const decisions: Decision[] = []
     const firstLeaf = this.#frontier.size
     const height = this.#head === null ? 0 : this.#head.height + 1
 
+    // Leaves get their place now; a sealed leaf gets its text (and hash) from the sealing thread later.
     const appendText = (transactionId: string, text: string) => {
-      const index = this.#frontier.size
+      const index = firstLeaf + leaves.length
       leaves.push({ index, transactionId, text })
-      // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
-      for (const node of this.#frontier.append(leafHash(utf8(text)))) if (node.level > 0) nodes.push(node)
       return index
     }
+    const toSeal: SealItem[] = []
+    const sealedAt: number[] = []
     const disclosures = new Disclosures(timeText)
     const appendLeaf = (signed: SignedTransaction, signedText: string) => {
       const sealing = this.#sealing
       if (sealing === null) return appendText(signed.tx.id, encodeLeafText(timeText, signedText))
       const plan = sealing.plan(this.#ledger, signed.tx, time)
-      const { jwe, cek } = sealing.seal(signedText, plan)
-      const index = appendText(
-        signed.tx.id,
-        encodeSealedLeafText(signed.tx.id, signed.tx.type, timeText, jwe),
-      )
+      const { random, cek } = sealing.contentRandom()
+      const index = appendText(signed.tx.id, '')
+      sealedAt.push(index - firstLeaf)
+      toSeal.push({ id: signed.tx.id, type: signed.tx.type, signedText, random, recipients: plan.recipients })
       disclosures.sealed(index, plan, cek)
       return index
     }
@@ -217,7 +217,7 @@ export class Funnel {
         this.#identity.signing.secretKey,
       )
       const [code] = this.#ledger.applyChain([
-        { signed: expiry, context: { time, leaf: this.#frontier.size } },
+        { signed: expiry, context: { time, leaf: firstLeaf + leaves.length } },
       ])
       assert(code === resultCodes.ok, `the funnel's own expiry was refused: ${resultName(code!)}`)
       // The node's own transactions are pooled too, so that the pool's unique id covers every leaf.
@@ -241,7 +241,7 @@ export class Funnel {
         disclosures.count + history.keys > blockDisclosedKeysMax
       )
         break
-      const base = this.#frontier.size
+      const base = firstLeaf + leaves.length
       const tooLarge = history.tooLarge
       const codes =
         tooLarge === null
@@ -290,31 +290,13 @@ export class Funnel {
     entries.length = taken
 
     const changes = this.#ledger.takeChanges()
-    let header: BlockHeader | null = null
-    let signature = ''
-    let checkpoint = ''
-    if (leaves.length > 0) {
-      header = {
-        v: 1,
-        node: this.#identity.nodeId,
-        height,
-        previous: this.#head === null ? genesisPrevious : toBase64(headerHash(this.#head)),
-        firstLeaf,
-        leafCount: leaves.length,
-        logSize: this.#frontier.size,
-        logRoot: toBase64(this.#frontier.root()),
-        time: timeText,
-      }
-      signature = signHeader(header, this.#identity.signing.secretKey)
-      checkpoint = signCheckpoint(
-        { origin: this.#identity.origin, size: header.logSize, root: this.#frontier.root(), extensions: [] },
-        this.#identity.origin,
-        this.#identity.signing.secretKey,
-      )
-    }
+    const sealed = toSeal.length > 0 ? this.#sealing!.sealLeaves(timeText, toSeal) : null
+    // Awaited in the transaction below; if the transaction fails first, this failure is not unhandled.
+    sealed?.catch(() => {})
     const seqs = entries.map((e) => e.seq)
+    let header: BlockHeader | null = null
     await this.#db.transaction().execute(async (trx) => {
-      if (header !== null) await writeBlock(trx, { header, signature, checkpoint, leaves, nodes })
+      // The ledger effects and pool results need no leaf text: they are written while the leaves are sealed.
       await writeLedgerChanges(trx, changes)
       await insertRows(
         trx,
@@ -322,6 +304,37 @@ export class Funnel {
         systemRows.map((row) => poolTableRow(row, time, height)),
       )
       await writeDecisions(trx, entries, decisions, time)
+      if (leaves.length === 0) return
+      const hashes: Uint8Array[] = leaves.map(() => noHash)
+      if (sealed !== null) {
+        const { texts, hashes: sealedHashes } = await sealed
+        sealedAt.forEach((position, i) => {
+          leaves[position]!.text = texts[i]!
+          hashes[position] = sealedHashes.subarray(32 * i, 32 * (i + 1))
+        })
+      }
+      for (const [position, leaf] of leaves.entries()) {
+        const hash = hashes[position] === noHash ? leafHash(utf8(leaf.text)) : hashes[position]!
+        // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
+        for (const node of this.#frontier.append(hash)) if (node.level > 0) nodes.push(node)
+      }
+      header = this.#blockHeader(height, firstLeaf, leaves.length, timeText)
+      await writeBlock(trx, {
+        header,
+        signature: signHeader(header, this.#identity.signing.secretKey),
+        checkpoint: signCheckpoint(
+          {
+            origin: this.#identity.origin,
+            size: header.logSize,
+            root: this.#frontier.root(),
+            extensions: [],
+          },
+          this.#identity.origin,
+          this.#identity.signing.secretKey,
+        ),
+        leaves,
+        nodes,
+      })
     })
     this.#cursor = Math.max(this.#cursor, ...seqs.slice(-1))
     if (header !== null) this.#head = header
@@ -334,6 +347,20 @@ export class Funnel {
       keysChanged: changes.keys.length > 0 || changes.persons.length > 0,
     })
     return entries.length
+  }
+
+  #blockHeader(height: number, firstLeaf: number, leafCount: number, time: string): BlockHeader {
+    return {
+      v: 1,
+      node: this.#identity.nodeId,
+      height,
+      previous: this.#head === null ? genesisPrevious : toBase64(headerHash(this.#head)),
+      firstLeaf,
+      leafCount,
+      logSize: this.#frontier.size,
+      logRoot: toBase64(this.#frontier.root()),
+      time,
+    }
   }
 
   /**
@@ -501,6 +528,9 @@ async function writeDecisions(
     }
   }
 }
+
+/** Marks a leaf whose hash the funnel computes itself (it was not sealed). */
+const noHash = new Uint8Array(0)
 
 const keyTypes: ReadonlySet<string> = new Set(['genesis', 'register_person', 'add_key', 'revoke_key'])
 

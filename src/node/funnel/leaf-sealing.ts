@@ -1,13 +1,16 @@
-import { fromBase64Url, utf8 } from '../../protocol/encoding.js'
+import { Worker } from 'node:worker_threads'
+import { fromBase64Url } from '../../protocol/encoding.js'
 import {
   type Aes,
+  contentKeySize,
   type EncryptionRecipient,
   encryptionRecipient,
   Opener,
   Sealer,
+  sealRandomSize,
 } from '../../protocol/envelope.js'
-import { assert } from '../../protocol/errors.js'
-import type { Transaction } from '../../protocol/transaction.js'
+import { assert, VmError } from '../../protocol/errors.js'
+import type { Transaction, TransactionType } from '../../protocol/transaction.js'
 import type { NodeIdentity } from '../identity.js'
 import type { ViewRecord } from '../ledger/model.js'
 import type { Ledger } from '../ledger/state-machine.js'
@@ -33,6 +36,28 @@ export const sealerKeysCachedMax = 100_000
 /** Persons whose recipient lists are cached; far more than a node's active customers per minute. */
 export const recipientCacheMax = 100_000
 
+/** One leaf to seal: what the leaf shows in the clear, the signed transaction, and its readers. */
+export interface SealItem {
+  readonly id: string
+  readonly type: TransactionType
+  readonly signedText: string
+  /** The leaf's content key, then its IV (drawn by the funnel, which discloses the key to views). */
+  readonly random: Uint8Array
+  readonly recipients: readonly EncryptionRecipient[]
+}
+
+/** A block's leaves, sealed by the sealing thread in one message. */
+export interface SealJob {
+  readonly id: number
+  readonly time: string
+  readonly leaves: readonly SealItem[]
+}
+
+/** The leaves' texts and their hashes (32 bytes each, in order), or why sealing failed. */
+export type SealOutcome =
+  | { readonly id: number; readonly texts: string[]; readonly hashes: Uint8Array }
+  | { readonly id: number; readonly error: string }
+
 /**
  * Who can read each leaf (DESIGN §3): the node's archive key, the configured auditors, the persons the
  * transaction concerns (every active device key with an encryption key), and the grantees of views that
@@ -44,11 +69,14 @@ export class LeafSealing {
   readonly #archive: Opener
   readonly #always: readonly EncryptionRecipient[]
   readonly #byPerson = new Map<string, readonly EncryptionRecipient[]>()
+  readonly #aes: Aes
+  readonly #thread: SealingThread
 
-  constructor(identity: NodeIdentity, auditorKeys: readonly Uint8Array[], aes?: Aes) {
-    const options = aes === undefined ? {} : { aes }
-    this.#sealer = new Sealer(identity.encryption, { ...options, kekCacheMax: sealerKeysCachedMax })
-    this.#archive = new Opener(identity.encryption.secretKey, options)
+  constructor(identity: NodeIdentity, auditorKeys: readonly Uint8Array[], aes: Aes) {
+    this.#aes = aes
+    this.#sealer = new Sealer(identity.encryption, { aes, kekCacheMax: sealerKeysCachedMax })
+    this.#archive = new Opener(identity.encryption.secretKey, { aes })
+    this.#thread = new SealingThread(identity)
     this.#always = [
       encryptionRecipient(identity.encryption.publicKey),
       ...auditorKeys.map(encryptionRecipient),
@@ -100,8 +128,19 @@ export class LeafSealing {
     return recipients
   }
 
-  seal(signedText: string, plan: SealingPlan) {
-    return this.#sealer.seal(utf8(signedText), plan.recipients)
+  /** A fresh content key and IV for a leaf: `random` of its SealItem; the key is the first contentKeySize bytes. */
+  contentRandom(): { random: Uint8Array; cek: Uint8Array } {
+    const random = this.#aes.randomBytes(sealRandomSize)
+    return { random, cek: random.subarray(0, contentKeySize) }
+  }
+
+  /** Seals a block's leaves on the sealing thread: the caller goes on with other work meanwhile. */
+  sealLeaves(time: string, leaves: readonly SealItem[]): Promise<{ texts: string[]; hashes: Uint8Array }> {
+    return this.#thread.seal(time, leaves)
+  }
+
+  async close(): Promise<void> {
+    await this.#thread.close()
   }
 
   /** The grantee's recipients for a view's disclosure; empty for a public view (it discloses the keys). */
@@ -163,4 +202,67 @@ export function audience(ledger: Ledger, tx: Transaction): Audience {
     }
   }
   return { persons, accounts }
+}
+
+/**
+ * The thread that seals leaves. One block is sealed at a time (the funnel awaits
+ * each before its commit), so at most one job is in flight. A thread that fails or dies fails its job
+ * (the funnel reloads and retries the block) and is replaced on the next one.
+ */
+class SealingThread {
+  readonly #encryption: NodeIdentity['encryption']
+  #worker: Worker | null = null
+  readonly #waiting = new Map<number, { resolve(outcome: SealOutcome): void; reject(error: unknown): void }>()
+  #nextId = 1
+
+  constructor(identity: NodeIdentity) {
+    this.#encryption = identity.encryption
+    // Started now, so that its start overlaps the funnel's: the first block waits for it otherwise.
+    this.#spawn()
+  }
+
+  async seal(time: string, leaves: readonly SealItem[]): Promise<{ texts: string[]; hashes: Uint8Array }> {
+    const worker = this.#worker ?? this.#spawn()
+    const id = this.#nextId++
+    const outcome = await new Promise<SealOutcome>((resolve, reject) => {
+      this.#waiting.set(id, { resolve, reject })
+      worker.postMessage({ id, time, leaves } satisfies SealJob)
+    })
+    if ('error' in outcome) throw new VmError('internal', `sealing failed: ${outcome.error}`, { status: 500 })
+    assert(outcome.texts.length === leaves.length, 'the sealing thread seals every leaf it is given')
+    return outcome
+  }
+
+  #spawn(): Worker {
+    const worker = new Worker(new URL('./sealing-worker.js', import.meta.url), {
+      workerData: this.#encryption,
+    })
+    // The funnel's stop ends it; an idle one must not keep the writer thread alive on its own.
+    worker.unref()
+    worker.on('message', (outcome: SealOutcome) => {
+      const waiter = this.#waiting.get(outcome.id)
+      this.#waiting.delete(outcome.id)
+      waiter?.resolve(outcome)
+    })
+    const fail = (error: unknown) => {
+      if (this.#worker !== worker) return
+      this.#worker = null
+      for (const waiter of this.#waiting.values()) waiter.reject(error)
+      this.#waiting.clear()
+    }
+    worker.on('error', fail)
+    worker.on('exit', (code) =>
+      fail(new VmError('internal', `the sealing thread exited with ${code}`, { status: 500 })),
+    )
+    this.#worker = worker
+    return worker
+  }
+
+  async close(): Promise<void> {
+    const worker = this.#worker
+    this.#worker = null
+    await worker?.terminate()
+    for (const waiter of this.#waiting.values()) waiter.reject(new VmError('internal', 'sealing stopped'))
+    this.#waiting.clear()
+  }
 }
