@@ -35,6 +35,17 @@ function copy(jwe: Jwe): Tampered {
   return structuredClone(jwe) as Tampered
 }
 
+/** The same JWE with alg and epk repeated in each recipient header, as jose writes it. */
+function perRecipient({ unprotected, ...jwe }: Jwe): Jwe {
+  return {
+    ...jwe,
+    recipients: jwe.recipients.map((recipient) => ({
+      ...recipient,
+      header: { ...unprotected, ...recipient.header },
+    })),
+  }
+}
+
 /** Flips one bit of a base64url member's bytes. */
 function flip(text: string, index = 0): string {
   const bytes = fromBase64Url(text)
@@ -52,21 +63,25 @@ describe('Sealer and Opener', () => {
       assert.equal(jwe.recipients.length, count)
       assert.equal(jwe.protected, 'eyJlbmMiOiJBMjU2R0NNIn0')
       assert.deepEqual(validateJwe(JSON.parse(JSON.stringify(jwe))), jwe)
-      for (const person of chosen) assert.deepEqual(new Opener(person.secretKey).open(jwe), plaintext)
+      for (const person of chosen) {
+        assert.deepEqual(new Opener(person.secretKey).open(jwe), plaintext)
+        assert.deepEqual(new Opener(person.secretKey).open(perRecipient(jwe)), plaintext)
+      }
       assert.equal(new Opener(stranger.secretKey).open(jwe), null)
-      assert.equal(new Opener(stranger.secretKey).unwrap(jwe.recipients), null)
+      assert.equal(new Opener(stranger.secretKey).unwrap(jwe), null)
       assert.deepEqual(openWithContentKey(jwe, cek), plaintext)
     })
   }
 
-  test('the recipient header names the recipient and carries the sender key', () => {
-    const { jwe } = new Sealer(node).seal(plaintext, [recipientOf(people[0]!)])
-    assert.deepEqual(jwe.recipients[0]!.header, {
-      alg: 'ECDH-ES+A256KW',
-      kid: keyId(publicJwk('X25519', people[0]!.publicKey)),
-      epk: publicJwk('X25519', node.publicKey),
-    })
+  test('the shared unprotected header carries alg and the sender key; a recipient header only names the recipient', () => {
+    const { jwe } = new Sealer(node).seal(plaintext, [recipientOf(people[0]!), recipientOf(people[1]!)])
+    assert.deepEqual(jwe.unprotected, { alg: 'ECDH-ES+A256KW', epk: publicJwk('X25519', node.publicKey) })
+    assert.deepEqual(
+      jwe.recipients.map((recipient) => recipient.header),
+      people.slice(0, 2).map((person) => ({ kid: keyId(publicJwk('X25519', person.publicKey)) })),
+    )
     assert.equal(new Opener(people[0]!.secretKey).kid, jwe.recipients[0]!.header.kid)
+    assert.deepEqual(validateJwe(JSON.parse(JSON.stringify(perRecipient(jwe)))), perRecipient(jwe))
   })
 
   test('duplicates by kid are removed, order kept; no recipient is refused', () => {
@@ -93,10 +108,18 @@ describe('Sealer and Opener', () => {
     const { jwe, cek } = sealer.seal(plaintext, [recipientOf(people[0]!)])
     const added = sealer.wrapFor(cek, [recipientOf(people[1]!)])
     assert.equal(added.length, 1)
+    // No JWE around them: each entry carries its own alg and epk.
+    assert.deepEqual(added[0]!.header, {
+      alg: 'ECDH-ES+A256KW',
+      kid: keyId(publicJwk('X25519', people[1]!.publicKey)),
+      epk: publicJwk('X25519', node.publicKey),
+    })
     assert.equal(new Opener(people[1]!.secretKey).open(jwe), null)
-    const widened: Jwe = { ...jwe, recipients: [...jwe.recipients, ...added] }
+    const widened = perRecipient({ ...jwe, recipients: [...jwe.recipients, ...added] })
     assert.deepEqual(new Opener(people[1]!.secretKey).open(widened), plaintext)
-    assert.deepEqual(new Opener(people[1]!.secretKey).unwrap(added), cek)
+    assert.deepEqual(new Opener(people[1]!.secretKey).unwrap({ recipients: added }), cek)
+    // Entries with their own alg and epk do not go next to a shared one.
+    rejects('jwe_malformed', () => new Opener(people[1]!.secretKey).unwrap({ ...jwe, recipients: added }))
     rejects('invalid_key', () => sealer.wrapFor(cek.subarray(1), [recipientOf(people[1]!)]))
   })
 
@@ -133,6 +156,8 @@ describe('interop with jose', () => {
       const result = await generalDecrypt(structuredClone(jwe) as unknown as GeneralJWE, key)
       assert.deepEqual(new Uint8Array(result.plaintext), plaintext)
       assert.deepEqual(result.protectedHeader, { enc: 'A256GCM' })
+      assert.deepEqual(result.sharedUnprotectedHeader, jwe.unprotected)
+      assert.deepEqual(result.unprotectedHeader, { kid: keyId(publicJwk('X25519', person.publicKey)) })
     }
     const outsider = await importJWK(privateJwk('X25519', stranger), 'ECDH-ES+A256KW')
     await assert.rejects(generalDecrypt(structuredClone(jwe) as unknown as GeneralJWE, outsider))
@@ -148,9 +173,28 @@ describe('interop with jose', () => {
         .setUnprotectedHeader({ alg: 'ECDH-ES+A256KW', kid: keyId(publicJwk('X25519', person.publicKey)) })
     }
     const jwe = validateJwe(await encrypt.encrypt())
-    assert.notEqual(jwe.recipients[0]!.header.epk.x, jwe.recipients[1]!.header.epk.x)
+    assert.equal(jwe.unprotected, undefined)
+    assert.notEqual(jwe.recipients[0]!.header.epk?.x, jwe.recipients[1]!.header.epk?.x)
     for (const person of chosen) assert.deepEqual(new Opener(person.secretKey).open(jwe), plaintext)
     assert.equal(new Opener(stranger.secretKey).open(jwe), null)
+  })
+
+  test('a jose JWE with only alg shared and an epk per recipient is not this profile', async () => {
+    const chosen = people.slice(0, 2)
+    const encrypt = new GeneralEncrypt(plaintext)
+      .setProtectedHeader({ enc: 'A256GCM' })
+      .setSharedUnprotectedHeader({ alg: 'ECDH-ES+A256KW' })
+    for (const person of chosen) {
+      const key = await importJWK(publicJwk('X25519', person.publicKey), 'ECDH-ES+A256KW')
+      encrypt.addRecipient(key).setUnprotectedHeader({ kid: keyId(publicJwk('X25519', person.publicKey)) })
+    }
+    const jwe = await encrypt.encrypt()
+    assert.deepEqual(jwe.unprotected, { alg: 'ECDH-ES+A256KW' })
+    for (const recipient of jwe.recipients)
+      assert.deepEqual(Object.keys(recipient.header ?? {}).sort(), ['epk', 'kid'])
+    // Only two layouts are accepted: alg and epk both shared, or both in every recipient header.
+    rejects('jwe_malformed', () => validateJwe(jwe))
+    rejects('jwe_malformed', () => new Opener(chosen[0]!.secretKey).open(jwe as unknown as Jwe))
   })
 })
 
@@ -171,7 +215,7 @@ describe('tampering and malformed input', () => {
       ],
       [
         'epk',
-        (t) => (t.recipients[0]!.header.epk = publicJwk('X25519', stranger.publicKey)),
+        (t) => (t.unprotected = { ...t.unprotected!, epk: publicJwk('X25519', stranger.publicKey) }),
         'decryption_failed',
       ],
       [
@@ -197,55 +241,7 @@ describe('tampering and malformed input', () => {
     rejects('decryption_failed', () => openWithContentKey(jwe, cek.subarray(1)))
   })
 
-  test('validateJwe refuses what is not this profile', () => {
-    const recipient = jwe.recipients[0]!
-    const header = (changes: Record<string, unknown>) => ({
-      ...recipient,
-      header: { ...recipient.header, ...changes },
-    })
-    const epk = (changes: Record<string, unknown>) => header({ epk: { ...recipient.header.epk, ...changes } })
-    const protectedOf = (json: string) => ({ ...jwe, protected: toBase64Url(utf8(json)) })
-    const cases: [string, unknown][] = [
-      ['not an object', 'jwe'],
-      ['null', null],
-      ['an array', [jwe]],
-      ['an extra member', { ...jwe, aad: 'AA' }],
-      ['unprotected', { ...jwe, unprotected: {} }],
-      ['no tag', { ...jwe, tag: undefined }],
-      ['protected not base64url', { ...jwe, protected: 'eyJ+' }],
-      ['protected not JSON', protectedOf('enc')],
-      ['protected an array', protectedOf('["A256GCM"]')],
-      ['enc A128GCM', protectedOf('{"enc":"A128GCM"}')],
-      ['zip', protectedOf('{"enc":"A256GCM","zip":"DEF"}')],
-      ['crit', protectedOf('{"enc":"A256GCM","crit":["b64"]}')],
-      ['alg in protected', protectedOf('{"enc":"A256GCM","alg":"ECDH-ES+A256KW"}')],
-      ['no recipients', { ...jwe, recipients: [] }],
-      ['recipients not a list', { ...jwe, recipients: recipient }],
-      [
-        'too many recipients',
-        { ...jwe, recipients: Array.from({ length: jweRecipientsMax + 1 }, () => recipient) },
-      ],
-      ['duplicate kid', { ...jwe, recipients: [recipient, recipient] }],
-      ['alg ECDH-ES', { ...jwe, recipients: [header({ alg: 'ECDH-ES' })] }],
-      ['alg RSA-OAEP', { ...jwe, recipients: [header({ alg: 'RSA-OAEP' })] }],
-      ['no kid', { ...jwe, recipients: [header({ kid: undefined })] }],
-      ['empty kid', { ...jwe, recipients: [header({ kid: '' })] }],
-      ['extra header member', { ...jwe, recipients: [header({ apu: 'AA' })] }],
-      ['epk not OKP', { ...jwe, recipients: [epk({ kty: 'EC' })] }],
-      ['epk Ed25519', { ...jwe, recipients: [epk({ crv: 'Ed25519' })] }],
-      ['epk with d', { ...jwe, recipients: [epk({ d: recipient.header.epk.x })] }],
-      ['epk 31 bytes', { ...jwe, recipients: [epk({ x: toBase64Url(new Uint8Array(31)) })] }],
-      ['epk padded', { ...jwe, recipients: [epk({ x: `${recipient.header.epk.x}=` })] }],
-      [
-        'encrypted_key short',
-        { ...jwe, recipients: [{ ...recipient, encrypted_key: toBase64Url(new Uint8Array(32)) }] },
-      ],
-      ['encrypted_key a number', { ...jwe, recipients: [{ ...recipient, encrypted_key: 7 }] }],
-      ['iv 16 bytes', { ...jwe, iv: toBase64Url(new Uint8Array(16)) }],
-      ['tag 12 bytes', { ...jwe, tag: toBase64Url(new Uint8Array(12)) }],
-      ['ciphertext standard base64', { ...jwe, ciphertext: '+/+/' }],
-      ['ciphertext over 1 MiB', { ...jwe, ciphertext: toBase64Url(new Uint8Array(1024 * 1024 + 1)) }],
-    ]
+  function refusedAsMalformed(cases: [string, unknown][]) {
     for (const [name, value] of cases) {
       assert.throws(
         () => validateJwe(JSON.parse(JSON.stringify(value) ?? 'null')),
@@ -254,16 +250,139 @@ describe('tampering and malformed input', () => {
         name,
       )
     }
+  }
+
+  test('validateJwe refuses what is not this profile', () => {
+    // Recipient headers with alg, kid and epk: every member of the profile checked in one place.
+    const full = perRecipient(jwe)
+    const recipient = full.recipients[0]!
+    const header = (changes: Record<string, unknown>) => ({
+      ...recipient,
+      header: { ...recipient.header, ...changes },
+    })
+    const epk = (changes: Record<string, unknown>) => header({ epk: { ...recipient.header.epk, ...changes } })
+    const protectedOf = (json: string) => ({ ...full, protected: toBase64Url(utf8(json)) })
+    refusedAsMalformed([
+      ['not an object', 'jwe'],
+      ['null', null],
+      ['an array', [full]],
+      ['an extra member', { ...full, aad: 'AA' }],
+      ['unprotected empty', { ...full, unprotected: {} }],
+      ['no tag', { ...full, tag: undefined }],
+      ['protected not base64url', { ...full, protected: 'eyJ+' }],
+      ['protected not JSON', protectedOf('enc')],
+      ['protected an array', protectedOf('["A256GCM"]')],
+      ['enc A128GCM', protectedOf('{"enc":"A128GCM"}')],
+      ['zip', protectedOf('{"enc":"A256GCM","zip":"DEF"}')],
+      ['crit', protectedOf('{"enc":"A256GCM","crit":["b64"]}')],
+      ['alg in protected', protectedOf('{"enc":"A256GCM","alg":"ECDH-ES+A256KW"}')],
+      ['no recipients', { ...full, recipients: [] }],
+      ['recipients not a list', { ...full, recipients: recipient }],
+      [
+        'too many recipients',
+        { ...full, recipients: Array.from({ length: jweRecipientsMax + 1 }, () => recipient) },
+      ],
+      ['duplicate kid', { ...full, recipients: [recipient, recipient] }],
+      ['alg ECDH-ES', { ...full, recipients: [header({ alg: 'ECDH-ES' })] }],
+      ['alg RSA-OAEP', { ...full, recipients: [header({ alg: 'RSA-OAEP' })] }],
+      ['no kid', { ...full, recipients: [header({ kid: undefined })] }],
+      ['empty kid', { ...full, recipients: [header({ kid: '' })] }],
+      ['extra header member', { ...full, recipients: [header({ apu: 'AA' })] }],
+      ['epk not OKP', { ...full, recipients: [epk({ kty: 'EC' })] }],
+      ['epk Ed25519', { ...full, recipients: [epk({ crv: 'Ed25519' })] }],
+      ['epk with d', { ...full, recipients: [epk({ d: recipient.header.epk?.x })] }],
+      ['epk 31 bytes', { ...full, recipients: [epk({ x: toBase64Url(new Uint8Array(31)) })] }],
+      ['epk padded', { ...full, recipients: [epk({ x: `${recipient.header.epk?.x}=` })] }],
+      [
+        'encrypted_key short',
+        { ...full, recipients: [{ ...recipient, encrypted_key: toBase64Url(new Uint8Array(32)) }] },
+      ],
+      ['encrypted_key a number', { ...full, recipients: [{ ...recipient, encrypted_key: 7 }] }],
+      ['iv 16 bytes', { ...full, iv: toBase64Url(new Uint8Array(16)) }],
+      ['tag 12 bytes', { ...full, tag: toBase64Url(new Uint8Array(12)) }],
+      ['ciphertext standard base64', { ...full, ciphertext: '+/+/' }],
+      ['ciphertext over 1 MiB', { ...full, ciphertext: toBase64Url(new Uint8Array(1024 * 1024 + 1)) }],
+    ])
     assert.deepEqual(validateJwe({ ...jwe, ciphertext: toBase64Url(new Uint8Array(1024 * 1024)) }).iv, jwe.iv)
   })
 
-  test('unwrap checks the entry it uses', () => {
-    const entry = jwe.recipients[0]!
+  test('validateJwe takes alg and epk shared by all or in every recipient header, nothing in between', () => {
+    const shared = jwe.unprotected!
+    const [first, second] = jwe.recipients as [JweRecipient, JweRecipient]
+    const full = perRecipient(jwe)
+    const { kid } = first.header
+    const firstHeader = (header: Record<string, unknown>) => ({
+      ...jwe,
+      recipients: [{ ...first, header }, second],
+    })
+    refusedAsMalformed([
+      ['unprotected null', { ...jwe, unprotected: null }],
+      ['unprotected a string', { ...jwe, unprotected: shared.alg }],
+      ['unprotected an array', { ...jwe, unprotected: [shared] }],
+      ['unprotected empty', { ...jwe, unprotected: {} }],
+      ['unprotected without epk', { ...jwe, unprotected: { alg: shared.alg } }],
+      ['unprotected without alg', { ...jwe, unprotected: { epk: shared.epk } }],
+      ['unprotected with an unknown member', { ...jwe, unprotected: { ...shared, cty: 'json' } }],
+      ['unprotected with kid', { ...jwe, unprotected: { ...shared, kid } }],
+      ['unprotected with enc, also protected', { ...jwe, unprotected: { ...shared, enc: 'A256GCM' } }],
+      ['unprotected alg ECDH-ES', { ...jwe, unprotected: { ...shared, alg: 'ECDH-ES' } }],
+      [
+        'unprotected epk Ed25519',
+        { ...jwe, unprotected: { ...shared, epk: { ...shared.epk, crv: 'Ed25519' } } },
+      ],
+      [
+        'unprotected epk with d',
+        { ...jwe, unprotected: { ...shared, epk: { ...shared.epk, d: shared.epk.x } } },
+      ],
+      [
+        'alg in protected and unprotected',
+        { ...jwe, protected: toBase64Url(utf8('{"enc":"A256GCM","alg":"ECDH-ES+A256KW"}')) },
+      ],
+      ['alg in unprotected and a recipient header', firstHeader({ alg: shared.alg, kid })],
+      ['epk in unprotected and a recipient header', firstHeader({ kid, epk: shared.epk })],
+      ['both in unprotected and a recipient header', { ...jwe, recipients: [full.recipients[0], second] }],
+      ['both in unprotected and every recipient header', { ...jwe, recipients: full.recipients }],
+      ['an unknown member next to kid', firstHeader({ kid, apu: 'AA' })],
+      ['no kid', firstHeader({})],
+      [
+        'neither in unprotected nor in a recipient header',
+        { ...full, recipients: [full.recipients[0], second] },
+      ],
+      // Each of these splits alg and epk between the headers without repeating one.
+      [
+        'unprotected alg, recipient kid and epk',
+        {
+          ...jwe,
+          unprotected: { alg: shared.alg },
+          recipients: [{ ...first, header: { kid, epk: shared.epk } }],
+        },
+      ],
+      [
+        'unprotected epk, recipient alg and kid',
+        {
+          ...jwe,
+          unprotected: { epk: shared.epk },
+          recipients: [{ ...first, header: { alg: shared.alg, kid } }],
+        },
+      ],
+    ])
+  })
+
+  test('unwrap checks the entry it uses, with the headers it is given', () => {
+    const entry = perRecipient(jwe).recipients[0]!
     const bad = { ...entry, encrypted_key: 'AAAA' }
-    rejects('jwe_malformed', () => opener.unwrap([bad]))
-    const lowOrder = { ...entry, header: { ...entry.header, epk: publicJwk('X25519', new Uint8Array(32)) } }
-    rejects('jwe_malformed', () => opener.unwrap([lowOrder]))
-    assert.deepEqual(opener.unwrap(jwe.recipients), cek)
+    rejects('jwe_malformed', () => opener.unwrap({ recipients: [bad] }))
+    const lowOrder = publicJwk('X25519', new Uint8Array(32))
+    rejects('jwe_malformed', () =>
+      opener.unwrap({ recipients: [{ ...entry, header: { ...entry.header, epk: lowOrder } }] }),
+    )
+    rejects('jwe_malformed', () =>
+      opener.unwrap({ ...jwe, unprotected: { ...jwe.unprotected!, epk: lowOrder } }),
+    )
+    // A recipient header with kid only, and nothing shared to complete it.
+    rejects('jwe_malformed', () => opener.unwrap({ recipients: jwe.recipients }))
+    assert.deepEqual(opener.unwrap(jwe), cek)
+    assert.deepEqual(opener.unwrap({ recipients: [entry] }), cek)
     assert.equal(
       fromUtf8(
         portableAes.gcmDecrypt(

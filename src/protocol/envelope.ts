@@ -9,14 +9,24 @@ import { assert, VmError } from './errors.js'
 import { sha256 } from './hash.js'
 import { keyId, type OkpJwk, publicJwk, type SigningKeyPair } from './keys.js'
 
-/** One recipient of a JWE: the content key wrapped with a key-encryption key agreed with their X25519 key. */
+/** The key management parameters: ECDH-ES+A256KW against the sender's X25519 public key. */
+export interface KeyAgreement {
+  readonly alg: 'ECDH-ES+A256KW'
+  /** The sender's X25519 public key (the node's static encryption key, or an ephemeral one). */
+  readonly epk: OkpJwk
+}
+
+/**
+ * One recipient of a JWE: the content key wrapped with a key-encryption key agreed with their X25519 key.
+ * The header has alg and epk too unless the JWE's shared unprotected header has them for every recipient
+ * (what Sealer.seal writes). A recipient outside a JWE (a disclosed key, Sealer.wrapFor) always has them.
+ */
 export interface JweRecipient {
   readonly header: {
-    readonly alg: 'ECDH-ES+A256KW'
+    readonly alg?: KeyAgreement['alg']
     /** RFC 7638 thumbprint of the recipient's X25519 public JWK. */
     readonly kid: string
-    /** The sender's X25519 public key (the node's static encryption key, or an ephemeral one). */
-    readonly epk: OkpJwk
+    readonly epk?: OkpJwk
   }
   /** base64url AES key wrap (RFC 3394) of the content key. */
   readonly encrypted_key: string
@@ -26,11 +36,16 @@ export interface JweRecipient {
 export interface Jwe {
   /** base64url of the protected header, {"enc":"A256GCM"}; also the AEAD's additional data. */
   readonly protected: string
+  /** Shared unprotected header: alg and epk written once when every recipient has the same (RFC 7516 §7.2.1). */
+  readonly unprotected?: KeyAgreement
   readonly recipients: readonly JweRecipient[]
   readonly iv: string
   readonly ciphertext: string
   readonly tag: string
 }
+
+/** Recipient entries and, when they share them, their alg and epk: a JWE, or a disclosed key's recipients. */
+export type WrappedKeys = Pick<Jwe, 'unprotected' | 'recipients'>
 
 export const contentKeySize = 32
 const ivSize = 12
@@ -206,7 +221,7 @@ function uniqueByKid(recipients: readonly EncryptionRecipient[]): EncryptionReci
  */
 export class Sealer {
   readonly #secretKey: Uint8Array
-  readonly #epk: OkpJwk
+  readonly #agreement: KeyAgreement
   readonly #aes: Aes
   readonly #kekCacheMax: number
   readonly #keks = new Map<string, Uint8Array>()
@@ -218,7 +233,10 @@ export class Sealer {
       'the sender must be an X25519 key pair',
     )
     this.#secretKey = sender.secretKey
-    this.#epk = Object.freeze(publicJwk('X25519', sender.publicKey))
+    this.#agreement = Object.freeze<KeyAgreement>({
+      alg: keyManagement,
+      epk: Object.freeze(publicJwk('X25519', sender.publicKey)),
+    })
     this.#aes = options.aes ?? portableAes
     this.#kekCacheMax = options.kekCacheMax ?? kekCacheDefault
   }
@@ -230,8 +248,10 @@ export class Sealer {
 
   /**
    * Encrypts once with a fresh content key, wraps it for each recipient (duplicates by kid removed, order
-   * kept). At least one recipient. `random` (content key then IV, `sealRandomSize` bytes, never reused)
-   * lets a caller that needs the content key before the envelope draw it itself.
+   * kept). At least one recipient. alg and epk are the same for all, so they are written once in the shared
+   * unprotected header and each recipient header only names its key: a recipient then takes 137 bytes of
+   * the leaf instead of 245. `random` (content key then IV, `sealRandomSize` bytes, never reused) lets a
+   * caller that needs the content key before the envelope draw it itself.
    */
   seal(
     plaintext: Uint8Array,
@@ -255,6 +275,7 @@ export class Sealer {
     const { ciphertext, tag } = this.#aes.gcmEncrypt(cek, iv, sealedAad, plaintext)
     const jwe: Jwe = {
       protected: sealedProtected,
+      unprotected: this.#agreement,
       recipients: this.#wrap(cek, unique),
       iv: toBase64Url(iv),
       ciphertext: toBase64Url(ciphertext),
@@ -263,13 +284,20 @@ export class Sealer {
     return { jwe, cek }
   }
 
-  /** Wraps an existing content key for more recipients (used to disclose old leaves to a new grantee). */
+  /**
+   * Wraps an existing content key for more recipients (used to disclose old leaves to a new grantee). No
+   * JWE holds these entries, so each header has its own alg and epk.
+   */
   wrapFor(cek: Uint8Array, recipients: readonly EncryptionRecipient[]): JweRecipient[] {
     if (cek.length !== contentKeySize)
       throw new VmError('invalid_key', `a content key is ${contentKeySize} bytes`)
-    return this.#wrap(cek, uniqueByKid(recipients))
+    return this.#wrap(cek, uniqueByKid(recipients)).map(({ header, encrypted_key }) => ({
+      header: { ...this.#agreement, kid: header.kid },
+      encrypted_key,
+    }))
   }
 
+  /** Entries whose header names the recipient only: seal shares alg and epk, wrapFor adds them to each. */
   #wrap(cek: Uint8Array, recipients: readonly EncryptionRecipient[]): JweRecipient[] {
     return recipients.map((recipient) => {
       const kek = cached(this.#keks, this.#kekCacheMax, toBase64Url(recipient.publicKey), () => {
@@ -281,7 +309,7 @@ export class Sealer {
         }
       })
       return {
-        header: { alg: keyManagement, kid: recipient.kid, epk: this.#epk },
+        header: { kid: recipient.kid },
         encrypted_key: toBase64Url(this.#aes.keyWrap(kek, cek)),
       }
     })
@@ -311,13 +339,19 @@ export class Opener {
     return this.#agreements
   }
 
-  /** The content key from the recipient entry with this opener's kid; null when it is not a recipient. KEKs cached per epk. Throws VmError 'decryption_failed' if the entry is there but does not unwrap. */
-  unwrap(recipients: readonly JweRecipient[]): Uint8Array | null {
+  /**
+   * The content key from the recipient entry with this opener's kid, using the alg and epk of its header or
+   * of the shared unprotected header: pass a JWE, or a disclosed key's recipients. Null when it is not a
+   * recipient. KEKs cached per epk. Throws VmError 'decryption_failed' if the entry is there but does not
+   * unwrap.
+   */
+  unwrap({ unprotected, recipients }: WrappedKeys): Uint8Array | null {
     const entry = recipients.find(
       (recipient) => isRecord(recipient) && isRecord(recipient.header) && recipient.header.kid === this.kid,
     )
     if (entry === undefined) return null
-    const { epk, wrapped } = parseRecipient(entry)
+    const shared = unprotected === undefined ? undefined : parseUnprotected(unprotected)
+    const { epk, wrapped } = parseRecipient(entry, shared)
     const kek = cached(this.#keks, this.#kekCacheMax, toBase64Url(epk), () => {
       this.#agreements++
       try {
@@ -332,7 +366,7 @@ export class Opener {
   /** Decrypts; null when not a recipient. */
   open(jwe: Jwe): Uint8Array | null {
     const parsed = parseJwe(jwe)
-    const cek = this.unwrap(parsed.jwe.recipients)
+    const cek = this.unwrap(parsed.jwe)
     return cek === null ? null : decryptContent(parsed, cek, this.#aes)
   }
 }
@@ -381,7 +415,10 @@ function base64Url(value: unknown, what: string, maxChars = 1024): Uint8Array {
   }
 }
 
-/** Members that belong to each recipient in this profile (and must not be in two headers, RFC 7516 §7.2.1), or that we do not support. */
+/**
+ * Members that belong in the shared unprotected header or the recipient headers in this profile (a member
+ * may be in only one header, RFC 7516 §7.2.1), or that we do not support.
+ */
 const protectedForbidden = ['alg', 'kid', 'epk', 'apu', 'apv', 'zip', 'crit']
 
 function checkProtected(value: unknown): string {
@@ -398,36 +435,75 @@ function checkProtected(value: unknown): string {
   return value as string
 }
 
-function parseRecipient(value: unknown): { recipient: JweRecipient; epk: Uint8Array; wrapped: Uint8Array } {
-  if (!hasExactly(value, ['header', 'encrypted_key']))
-    throw malformed('a recipient has header and encrypted_key')
-  const header = value.header
-  if (!hasExactly(header, ['alg', 'kid', 'epk'])) throw malformed('a recipient header has alg, kid and epk')
+/** alg and epk, checked, with the epk's raw public key. */
+interface ParsedAgreement {
+  readonly header: KeyAgreement
+  readonly epk: Uint8Array
+}
+
+function parseAgreement(header: Record<string, unknown>): ParsedAgreement {
   if (header.alg !== keyManagement) throw malformed(`alg must be ${keyManagement}`)
-  if (typeof header.kid !== 'string' || header.kid.length === 0 || header.kid.length > 256)
-    throw malformed('kid must be a non-empty string')
   const jwk = header.epk
   if (!hasExactly(jwk, ['kty', 'crv', 'x']) || jwk.kty !== 'OKP' || jwk.crv !== 'X25519')
     throw malformed('epk must be an X25519 OKP public JWK')
   const epk = base64Url(jwk.x, 'epk.x')
   if (epk.length !== 32) throw malformed('epk.x must be 32 bytes')
+  return { header: { alg: keyManagement, epk: { kty: 'OKP', crv: 'X25519', x: jwk.x as string } }, epk }
+}
+
+/** The shared unprotected header: when there is one, it has alg and epk and nothing else. */
+function parseUnprotected(value: unknown): ParsedAgreement {
+  if (!hasExactly(value, ['alg', 'epk'])) throw malformed('unprotected has exactly alg and epk')
+  return parseAgreement(value)
+}
+
+/**
+ * A recipient entry. Its header has alg, kid and epk, or, when the JWE shares alg and epk in its
+ * unprotected header, only kid: no other layout is accepted.
+ */
+function parseRecipient(
+  value: unknown,
+  shared: ParsedAgreement | undefined,
+): { recipient: JweRecipient; epk: Uint8Array; wrapped: Uint8Array } {
+  if (!hasExactly(value, ['header', 'encrypted_key']))
+    throw malformed('a recipient has header and encrypted_key')
+  const header = value.header
+  if (!isRecord(header)) throw malformed('a recipient header is an object')
+  if (shared === undefined) {
+    if (!hasExactly(header, ['alg', 'kid', 'epk'])) throw malformed('a recipient header has alg, kid and epk')
+  } else {
+    // RFC 7516 §7.2.1: the headers' member names are disjoint.
+    const repeated = ['alg', 'epk'].find((member) => Object.hasOwn(header, member))
+    if (repeated !== undefined)
+      throw malformed(`${repeated} is both in unprotected and in a recipient header`)
+    if (!hasExactly(header, ['kid']))
+      throw malformed('with alg and epk in unprotected, a recipient header has kid only')
+  }
+  const kid = header.kid
+  if (typeof kid !== 'string' || kid.length === 0 || kid.length > 256)
+    throw malformed('kid must be a non-empty string')
+  const agreement = shared ?? parseAgreement(header)
   const wrapped = base64Url(value.encrypted_key, 'encrypted_key')
   if (wrapped.length !== wrappedKeySize) throw malformed(`encrypted_key must be ${wrappedKeySize} bytes`)
   const recipient: JweRecipient = {
-    header: { alg: keyManagement, kid: header.kid, epk: { kty: 'OKP', crv: 'X25519', x: jwk.x as string } },
+    header: shared === undefined ? { ...agreement.header, kid } : { kid },
     encrypted_key: value.encrypted_key as string,
   }
-  return { recipient, epk, wrapped }
+  return { recipient, epk: agreement.epk, wrapped }
 }
 
 function parseJwe(value: unknown): ParsedJwe {
-  if (!hasExactly(value, ['protected', 'recipients', 'iv', 'ciphertext', 'tag']))
-    throw malformed('a JWE has exactly protected, recipients, iv, ciphertext and tag')
+  const members = ['protected', 'recipients', 'iv', 'ciphertext', 'tag']
+  if (!hasExactly(value, members) && !hasExactly(value, [...members, 'unprotected']))
+    throw malformed(
+      'a JWE has exactly protected, recipients, iv, ciphertext and tag, and may have unprotected',
+    )
   const protectedHeader = checkProtected(value.protected)
+  const shared = Object.hasOwn(value, 'unprotected') ? parseUnprotected(value.unprotected) : undefined
   const list = value.recipients
   if (!Array.isArray(list) || list.length === 0 || list.length > jweRecipientsMax)
     throw malformed(`recipients must be a list of 1 to ${jweRecipientsMax}`)
-  const recipients = list.map((entry) => parseRecipient(entry).recipient)
+  const recipients = list.map((entry) => parseRecipient(entry, shared).recipient)
   if (new Set(recipients.map((recipient) => recipient.header.kid)).size !== recipients.length)
     throw malformed('recipients must have distinct kids')
   const iv = base64Url(value.iv, 'iv')
@@ -437,6 +513,7 @@ function parseJwe(value: unknown): ParsedJwe {
   const ciphertext = base64Url(value.ciphertext, 'ciphertext', Math.ceil((jweCiphertextMax * 4) / 3))
   const jwe: Jwe = {
     protected: protectedHeader,
+    ...(shared === undefined ? {} : { unprotected: shared.header }),
     recipients,
     iv: value.iv as string,
     ciphertext: value.ciphertext as string,

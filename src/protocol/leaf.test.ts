@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 import { describe, test } from 'node:test'
 import { canonicalize } from './canonical.js'
 import { toBase64Url, utf8 } from './encoding.js'
-import { encryptionRecipient, Opener, Sealer } from './envelope.js'
+import { encryptionRecipient, type Jwe, Opener, Sealer } from './envelope.js'
 import { VmError } from './errors.js'
 import { generateEncryptionKey, generateSigningKey } from './keys.js'
 import {
@@ -52,6 +52,17 @@ function sealed() {
   return { signed, jwe, cek, text, sealer }
 }
 
+/** The same JWE with alg and epk repeated in each recipient header. */
+function perRecipient({ unprotected, ...jwe }: Jwe): Jwe {
+  return {
+    ...jwe,
+    recipients: jwe.recipients.map((recipient) => ({
+      ...recipient,
+      header: { ...unprotected, ...recipient.header },
+    })),
+  }
+}
+
 function refusedWith(code: string) {
   return (error: unknown) => error instanceof VmError && error.code === code
 }
@@ -59,6 +70,7 @@ function refusedWith(code: string) {
 describe('leaves', () => {
   test('a sealed leaf is RFC 8785 text and shows only id, type, time and recipient key ids', () => {
     const { signed, jwe, text } = sealed()
+    assert.ok(jwe.unprotected !== undefined, 'alg and epk are shared')
     assert.equal(encodeJweText(jwe), canonicalize(jwe))
     assert.equal(text, canonicalize(JSON.parse(text)))
     assert.ok(
@@ -72,6 +84,17 @@ describe('leaves', () => {
       encryptionRecipient(node.publicKey).kid,
       encryptionRecipient(alice.publicKey).kid,
     ])
+  })
+
+  test('with alg and epk in every recipient header instead, a sealed leaf is RFC 8785 text and opens', () => {
+    const { signed, jwe } = sealed()
+    const full = perRecipient(jwe)
+    assert.equal(encodeJweText(full), canonicalize(full))
+    const text = encodeSealedLeafText(signed.tx.id, signed.tx.type, time, full)
+    assert.equal(text, canonicalize(JSON.parse(text)))
+    const leaf = decodeLeaf(utf8(text))
+    assert.deepEqual(leafTransaction(leaf, { opener: new Opener(alice.secretKey) }), signed)
+    assert.equal(leafRecipients(leaf).length, 2)
   })
 
   test('a recipient, or a disclosed content key, opens the signed transaction; others cannot', () => {
@@ -131,8 +154,19 @@ describe('leaves', () => {
       { ...value, extra: 1 },
       { ...value, jwe: { ...value.jwe, iv: '***' } },
       { ...value, jwe: { ...value.jwe, recipients: [] } },
+      // alg and epk both shared and in the recipient headers.
+      { ...value, jwe: { ...perRecipient(value.jwe), unprotected: value.jwe.unprotected } },
       { v: 2, id: newId(), type: 'disclosure', time, view: newId(), keys: [] },
       { v: 2, id: newId(), type: 'disclosure', time, view: newId(), keys: [{ leaf: -1, cek: 'AA' }] },
+      // A disclosed key's recipients have no JWE to share alg and epk with.
+      {
+        v: 2,
+        id: newId(),
+        type: 'disclosure',
+        time,
+        view: newId(),
+        keys: [{ leaf: 3, recipients: value.jwe.recipients }],
+      },
       { v: 1, time, signed: { tx: {}, sig: 'x' } },
     ]
     for (const item of cases) {

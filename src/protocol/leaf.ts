@@ -2,6 +2,7 @@ import { canonicalize } from './canonical.js'
 import { fromUtf8 } from './encoding.js'
 import { type Jwe, type JweRecipient, type Opener, openWithContentKey, validateJwe } from './envelope.js'
 import { VmError } from './errors.js'
+import type { OkpJwk } from './keys.js'
 import {
   type SignedTransaction,
   type TransactionType,
@@ -52,7 +53,10 @@ export interface DisclosureLeaf {
   readonly keys: readonly DisclosedKey[]
 }
 
-/** Content keys per disclosure leaf: bounds a leaf's size (about 200 bytes per key and recipient). */
+/**
+ * Content keys per disclosure leaf: bounds a leaf's size (about 250 bytes per key and recipient, each
+ * recipient with its own alg and epk).
+ */
 export const disclosedKeysPerLeafMax = 1_000
 
 /**
@@ -69,17 +73,28 @@ export function encodeSealedLeafText(id: string, type: TransactionType, time: st
   return `{"id":"${id}","jwe":${encodeJweText(jwe)},"time":"${time}","type":"${type}","v":2}`
 }
 
+function encodeEpkText(epk: OkpJwk): string {
+  return `{"crv":"${epk.crv}","kty":"${epk.kty}","x":"${epk.x}"}`
+}
+
 /**
  * The RFC 8785 text of a JWE of this profile, written out directly: the funnel seals every leaf, and every
  * member is a base64url string or a fixed name, so nothing needs escaping and the key order is fixed.
+ * alg and epk are in the shared unprotected header (what Sealer.seal writes) or in each recipient header.
  */
 export function encodeJweText(jwe: Jwe): string {
   const recipients = jwe.recipients.map(({ header, encrypted_key }) => {
-    const { epk } = header
-    const epkText = `{"crv":"${epk.crv}","kty":"${epk.kty}","x":"${epk.x}"}`
-    return `{"encrypted_key":"${encrypted_key}","header":{"alg":"${header.alg}","epk":${epkText},"kid":"${header.kid}"}}`
+    // Keys in RFC 8785 order: "alg" < "epk" < "kid".
+    const alg = header.alg === undefined ? '' : `"alg":"${header.alg}",`
+    const epk = header.epk === undefined ? '' : `"epk":${encodeEpkText(header.epk)},`
+    return `{"encrypted_key":"${encrypted_key}","header":{${alg}${epk}"kid":"${header.kid}"}}`
   })
-  return `{"ciphertext":"${jwe.ciphertext}","iv":"${jwe.iv}","protected":"${jwe.protected}","recipients":[${recipients.join(',')}],"tag":"${jwe.tag}"}`
+  // "unprotected" sorts last.
+  const unprotected =
+    jwe.unprotected === undefined
+      ? ''
+      : `,"unprotected":{"alg":"${jwe.unprotected.alg}","epk":${encodeEpkText(jwe.unprotected.epk)}}`
+  return `{"ciphertext":"${jwe.ciphertext}","iv":"${jwe.iv}","protected":"${jwe.protected}","recipients":[${recipients.join(',')}],"tag":"${jwe.tag}"${unprotected}}`
 }
 
 export function encodeDisclosureLeafText(leaf: Omit<DisclosureLeaf, 'v' | 'type'>): string {
@@ -102,6 +117,7 @@ function isTime(value: unknown): value is string {
   return typeof value === 'string' && !Number.isNaN(Date.parse(value))
 }
 
+/** A disclosed key's recipients: no JWE around them shares alg and epk, so each header has its own. */
 function checkRecipients(value: unknown, where: string): void {
   if (!Array.isArray(value) || value.length === 0)
     throw malformed(`${where}: recipients must be a non-empty array`)

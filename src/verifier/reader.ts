@@ -341,7 +341,7 @@ async function openLeaves(views: ReaderViews, opener: Opener, out: Findings): Pr
         const disclosed: OpenedTransaction[] = []
         for (const key of leaf.keys) {
           if (!('recipients' in key)) continue
-          const cek = opener.unwrap(key.recipients)
+          const cek = opener.unwrap({ recipients: key.recipients })
           if (cek === null) continue
           const target = await provenLeaf(views, key.leaf)
           const signed = target.v === 2 ? leafTransaction(target, { cek }) : null

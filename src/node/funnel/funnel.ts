@@ -418,7 +418,7 @@ export class Funnel {
         const leaf = decodeLeaf(utf8(row.leaf))
         // Leaves written while the ledger was public need no disclosure.
         if (leaf.v !== 2 || leaf.type === 'disclosure') continue
-        const cek = this.#sealing!.archive.unwrap(leaf.jwe.recipients)
+        const cek = this.#sealing!.archive.unwrap(leaf.jwe)
         assert(cek !== null, `leaf ${row.leaf_index} is not sealed for the archive key`)
         keys.push({ leaf: row.leaf_index, cek })
       }

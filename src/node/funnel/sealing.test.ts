@@ -174,7 +174,7 @@ describe('sealed leaves', () => {
     assert.ok(disclosure !== undefined, 'the grant appended a disclosure leaf')
     const key = disclosure.keys.find((k) => k.leaf === before.index)
     assert.ok(key !== undefined && 'recipients' in key, 'the earlier transfer is disclosed')
-    const cek = carolOpener.unwrap(key.recipients)
+    const cek = carolOpener.unwrap({ recipients: key.recipients })
     assert.ok(cek !== null)
     assert.deepEqual(leafTransaction(await leafAt(harness.client, before.index), { cek }), before.signed)
     const grantLeaf = await leafIndex(grant.tx.id)
