@@ -44,6 +44,11 @@ export async function openBrowserDatabase(url: string): Promise<BrowserDatabase>
   )
 }
 
+/** Bytes of the database file mapped into memory (address space, not memory: the OS pages it in). */
+export const sqliteMmapBytes = 4 * 1024 ** 3
+/** SQLite's own page cache, in KiB. */
+export const sqliteCacheKiB = 64 * 1024
+
 async function openSqlite(url: string): Promise<BrowserDatabase> {
   const file = resolve(url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))
   mkdirSync(dirname(file), { recursive: true })
@@ -57,6 +62,9 @@ async function openSqlite(url: string): Promise<BrowserDatabase> {
   // power loss (the node is told 201 only after that).
   sqlite.pragma('journal_mode = WAL')
   sqlite.pragma('synchronous = FULL')
+  // Proofs read a few rows at random places in a large file: mapped pages cost no system call per read.
+  sqlite.pragma(`mmap_size = ${sqliteMmapBytes}`)
+  sqlite.pragma(`cache_size = -${sqliteCacheKiB}`)
   const db = new Kysely<BrowserSchema>({ dialect: new SqliteDialect({ database: sqlite }) })
   return finishOpening(db, 'sqlite', `sqlite:${file}`, () => sqliteTreeNodeReader(sqlite))
 }
@@ -92,28 +100,49 @@ function parseInt8(text: string): number {
  */
 export const treeNodesCachedMax = 262_144
 
-function cachedTreeNodeReader(read: TreeNodeReader, entriesMax: number): TreeNodeReader {
-  const cache = new Map<string, Uint8Array>()
+export function cachedTreeNodeReader(read: TreeNodeReader, entriesMax: number): TreeNodeReader {
+  // One map per followed node, keyed by a number: a proof looks up some twenty nodes, and building and
+  // hashing a string key for each cost as much as the reads the cache saves.
+  const byNode = new Map<string, Map<number, Uint8Array>>()
+  let size = 0
   return async (node, ids) => {
-    const keyOf = (id: NodeId) => `${node}/${id.level}/${id.index}`
-    const found = new Map<string, Uint8Array>()
-    const missing: NodeId[] = []
-    for (const id of ids) {
-      const hash = cache.get(keyOf(id))
-      if (hash === undefined) missing.push(id)
-      else found.set(keyOf(id), hash)
+    let cache = byNode.get(node)
+    if (cache === undefined) {
+      cache = new Map()
+      byNode.set(node, cache)
     }
+    const out: Uint8Array[] = new Array(ids.length)
+    const missing: number[] = []
+    ids.forEach((id, i) => {
+      const hash = cache.get(treeNodeKey(id))
+      if (hash === undefined) missing.push(i)
+      else out[i] = hash
+    })
     if (missing.length > 0) {
-      const fetched = await read(node, missing)
-      missing.forEach((id, i) => {
-        found.set(keyOf(id), fetched[i]!)
-        // Oldest first out: a Map iterates in insertion order.
-        if (cache.size >= entriesMax) cache.delete(cache.keys().next().value!)
-        cache.set(keyOf(id), fetched[i]!)
+      const fetched = await read(
+        node,
+        missing.map((i) => ids[i]!),
+      )
+      missing.forEach((i, j) => {
+        out[i] = fetched[j]!
+        // Past the bound the cache starts over: the upper levels, on every path, come back at once.
+        if (size >= entriesMax) {
+          byNode.clear()
+          byNode.set(node, cache)
+          cache.clear()
+          size = 0
+        }
+        cache.set(treeNodeKey(ids[i]!), fetched[j]!)
+        size++
       })
     }
-    return ids.map((id) => found.get(keyOf(id))!)
+    return out
   }
+}
+
+/** A tree node's place as one number: index < 2^40 leaves, level < 64, so it stays below 2^53. */
+function treeNodeKey(id: NodeId): number {
+  return id.level * 2 ** 40 + id.index
 }
 
 /**
