@@ -59,6 +59,7 @@ function encode64(bytes: Uint8Array, alphabet: string, pad: boolean): string {
 interface NativeBuffer {
   from(bytes: ArrayBufferLike, offset: number, length: number): { toString(encoding: string): string }
   from(text: string, encoding: string): Uint8Array
+  compare(a: Uint8Array, b: Uint8Array): number
 }
 const nativeBuffer = (globalThis as { Buffer?: NativeBuffer }).Buffer
 
@@ -129,8 +130,10 @@ export function concatBytes(...parts: readonly Uint8Array[]): Uint8Array {
   return out
 }
 
+/** Equality of public bytes (roots, leaves): not constant-time; natively in Node, where logs are compared. */
 export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false
+  if (nativeBuffer !== undefined) return nativeBuffer.compare(a, b) === 0
   let diff = 0
   for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!
   return diff === 0
