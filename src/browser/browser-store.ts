@@ -1,6 +1,5 @@
 import type { Insertable, Kysely, Transaction } from 'kysely'
-import type { Block, BlockHeader } from '../protocol/block.js'
-import { toBase64 } from '../protocol/encoding.js'
+import type { Block, BlockHeader, RawBlock } from '../protocol/block.js'
 import { VmError } from '../protocol/errors.js'
 import { Frontier, frontierNodeIds, leafHash, type NodeId, type NodeWrite } from '../protocol/merkle.js'
 import type { AlarmTable, BrowserSchema } from './schema.js'
@@ -144,7 +143,7 @@ export async function latestCheckpoint(db: Executor, node: string): Promise<stri
 }
 
 /** The block as the node served it: signed header, checkpoint and base64 leaves. */
-export async function blockAt(db: Executor, node: string, height: number): Promise<Block | null> {
+export async function blockAt(db: Executor, node: string, height: number): Promise<RawBlock | null> {
   const row = await db
     .selectFrom('browser_blocks')
     .select(['header', 'signature', 'checkpoint'])
@@ -154,7 +153,7 @@ export async function blockAt(db: Executor, node: string, height: number): Promi
   if (row === undefined) return null
   const header = JSON.parse(row.header) as BlockHeader
   const leaves = await leafRange(db, node, header.firstLeaf, header.firstLeaf + header.leafCount)
-  return { header, signature: row.signature, checkpoint: row.checkpoint, leaves: leaves.map(toBase64) }
+  return { header, signature: row.signature, checkpoint: row.checkpoint, leaves }
 }
 
 /** The newest blocks, newest first. */

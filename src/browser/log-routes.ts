@@ -1,8 +1,11 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
+import { binaryOrJson } from '../http/server.js'
 import { leavesPerPageMax } from '../node/api/routes/log.js'
-import { toBase64 } from '../protocol/encoding.js'
+import { blockFromRaw } from '../protocol/block.js'
+import { concatBytes, toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
+import { encodeRawBlock } from '../protocol/leaf-page.js'
 import { consistencyProof, inclusionProof, leafHash, type NodeReader } from '../protocol/merkle.js'
 import { blockAt, latestCheckpoint, leafRange, recipientLeaves, storedHead } from './browser-store.js'
 import type { BrowserContext, NodeScope } from './context.js'
@@ -106,6 +109,30 @@ export function logReadRoutes(app: FastifyInstance, context: BrowserContext, sco
   )
 
   app.get(
+    '/v1/log/leaf-hashes',
+    {
+      schema: {
+        tags,
+        summary: `The RFC 9162 hashes of leaves [start, end), at most ${leavesPerPageMax}: binary (32 bytes each) or base64`,
+        params: scope.params({}),
+        querystring: Type.Object({ start: Index, end: Index }, { additionalProperties: false }),
+      },
+    },
+    async (request, reply) => {
+      const { start, end } = request.query as { start: number; end: number }
+      const nodeId = scope.node(request).id
+      const stop = Math.min(end, start + leavesPerPageMax, await context.logSize(nodeId, end))
+      const hashes = (await leafRange(db, nodeId, start, stop)).map(leafHash)
+      return binaryOrJson(
+        request,
+        reply,
+        () => concatBytes(...hashes),
+        () => ({ start, hashes: hashes.map((hash) => toBase64(hash)) }),
+      )
+    },
+  )
+
+  app.get(
     '/v1/log/proofs/inclusion',
     {
       schema: {
@@ -183,11 +210,16 @@ export function logReadRoutes(app: FastifyInstance, context: BrowserContext, sco
         params: scope.params({ height: Index }),
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { height } = request.params as { height: number }
       const block = await blockAt(db, scope.node(request).id, height)
       if (block === null) throw new VmError('block_not_found', `no block ${height}`, { status: 404 })
-      return block
+      return binaryOrJson(
+        request,
+        reply,
+        () => encodeRawBlock(block),
+        () => blockFromRaw(block),
+      )
     },
   )
 

@@ -2,9 +2,10 @@ import assert from 'node:assert/strict'
 import { after, before, describe, test } from 'node:test'
 import type { FastifyInstance } from 'fastify'
 import { leavesPerPageMax } from '../node/api/routes/log.js'
-import type { Block } from '../protocol/block.js'
+import { type Block, blockFromRaw } from '../protocol/block.js'
 import { openCheckpoint } from '../protocol/checkpoint.js'
-import { fromBase64 } from '../protocol/encoding.js'
+import { concatBytes, fromBase64, toBase64 } from '../protocol/encoding.js'
+import { binaryMediaType, decodeRawBlock } from '../protocol/leaf-page.js'
 import { leafHash, verifyConsistency, verifyInclusion } from '../protocol/merkle.js'
 import {
   browserApp,
@@ -120,6 +121,31 @@ for (const target of await databaseTargets()) {
     test('blocks by height, and 404 past the head', async () => {
       assert.deepEqual((await get('/v1/blocks/2')).body, blocks[2])
       assert.equal((await get('/v1/blocks/5')).body['code'], 'block_not_found')
+    })
+
+    const binary = async (url: string) => {
+      const response = await app.inject({ url, headers: { accept: binaryMediaType } })
+      assert.equal(response.statusCode, 200, url)
+      assert.equal(response.headers['content-type'], binaryMediaType)
+      return new Uint8Array(response.rawPayload)
+    }
+
+    test('a block in the binary form is the JSON block, its leaves as bytes', async () => {
+      for (const [height, block] of blocks.entries()) {
+        assert.deepEqual(blockFromRaw(decodeRawBlock(await binary(`/v1/blocks/${height}`))), block)
+      }
+      const missing = await app.inject({ url: '/v1/blocks/5', headers: { accept: binaryMediaType } })
+      assert.equal(missing.statusCode, 404)
+      assert.equal(missing.json().code, 'block_not_found')
+    })
+
+    test('leaf hashes, in JSON or binary, are the hashes of the leaves, a bounded page at a time', async () => {
+      const hashes = blocks.flatMap((b) => b.leaves).map((leaf) => leafHash(fromBase64(leaf)))
+      const page = (await get('/v1/log/leaf-hashes?start=5&end=9')).body
+      assert.deepEqual(page, { start: 5, hashes: hashes.slice(5, 9).map((hash) => toBase64(hash)) })
+      assert.deepEqual(await binary('/v1/log/leaf-hashes?start=0&end=100'), concatBytes(...hashes))
+      assert.deepEqual(await binary('/v1/log/leaf-hashes?start=30&end=40'), new Uint8Array(0))
+      assert.equal((await get('/v1/log/leaf-hashes?start=0')).body['code'], 'invalid_request')
     })
   })
 }

@@ -5,11 +5,16 @@ export const answerBytesMax = 64 * 1024 * 1024
 
 /** The answer's text, refusing (and abandoning) a body larger than `bytesMax`. */
 export async function readBounded(response: Response, bytesMax: number): Promise<string> {
+  return new TextDecoder().decode(await readBoundedBytes(response, bytesMax))
+}
+
+/** The answer's bytes, refusing (and abandoning) a body larger than `bytesMax`. */
+export async function readBoundedBytes(response: Response, bytesMax: number): Promise<Uint8Array> {
   const declared = Number(response.headers.get('content-length'))
   if (declared > bytesMax || response.body === null) {
     await response.body?.cancel()
     if (declared > bytesMax) throw tooLarge(response.url, bytesMax)
-    return ''
+    return new Uint8Array(0)
   }
   const reader = response.body.getReader()
   const chunks: Uint8Array[] = []
@@ -30,7 +35,7 @@ export async function readBounded(response: Response, bytesMax: number): Promise
     bytes.set(chunk, offset)
     offset += chunk.length
   }
-  return new TextDecoder().decode(bytes)
+  return bytes
 }
 
 function tooLarge(url: string, bytesMax: number): VmError {

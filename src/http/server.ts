@@ -1,10 +1,11 @@
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
 import type { Logger } from 'pino'
 import type { Counter, Registry } from 'prom-client'
 import { VmError } from '../protocol/errors.js'
+import { binaryMediaType } from '../protocol/leaf-page.js'
 import { sendProblem } from './problem.js'
 
 export const requestTimeoutMs = 60_000
@@ -147,4 +148,19 @@ export async function listen(
     }
     throw error
   }
+}
+
+/**
+ * The binary form of a bulk read (leaf-page.ts) when the client accepts it, the JSON otherwise: a
+ * verifier that downloads a whole log then parses and decodes no base64 text.
+ */
+export function binaryOrJson<T>(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  binary: () => Uint8Array,
+  json: () => T,
+): T | FastifyReply {
+  if (!(request.headers.accept ?? '').includes(binaryMediaType)) return json()
+  const bytes = binary()
+  return reply.type(binaryMediaType).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
 }

@@ -1,6 +1,6 @@
 import type { Kysely } from 'kysely'
-import { type BlockHeader, checkBlock } from '../protocol/block.js'
-import { fromBase64, fromBase64Url } from '../protocol/encoding.js'
+import { type BlockHeader, checkRawBlock, validateRawBlock } from '../protocol/block.js'
+import { fromBase64Url } from '../protocol/encoding.js'
 import { Opener } from '../protocol/envelope.js'
 import { verify } from '../protocol/keys.js'
 import { decodeLeaf, leafSummary, leafTransaction } from '../protocol/leaf.js'
@@ -62,16 +62,19 @@ export async function audit(
       break
     }
     try {
-      previous = { header: block.header, frontier: checkBlock(block, previous, nodePublicKey) }
+      previous = {
+        header: block.header,
+        frontier: checkRawBlock(validateRawBlock(block), previous, nodePublicKey),
+      }
     } catch (error) {
       find({ kind: 'block', where: `block ${h}`, message: (error as Error).message })
       break
     }
     const signedLeaves: { index: number; time: string; signed: SignedTransaction }[] = []
-    block.leaves.forEach((text, i) => {
+    block.leaves.forEach((bytes, i) => {
       const index = block.header.firstLeaf + i
       try {
-        const leaf = decodeLeaf(fromBase64(text))
+        const leaf = decodeLeaf(bytes)
         const signed = leafTransaction(leaf, { opener: archive })
         if (signed !== null) signedLeaves.push({ index, time: leafSummary(leaf).time, signed })
         else if (leaf.v === 2 && leaf.type !== 'disclosure') {

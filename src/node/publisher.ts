@@ -1,6 +1,7 @@
 import type { Kysely } from 'kysely'
 import type { Logger } from 'pino'
 import type { Counter, Gauge } from 'prom-client'
+import { blockFromRaw } from '../protocol/block.js'
 import { VmError } from '../protocol/errors.js'
 import { blockAt, latestBlock } from './chain/chain-store.js'
 import type { Database } from './storage/schema.js'
@@ -101,7 +102,7 @@ export class Publisher {
     const response = await this.#fetch('/v1/blocks', {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify(block),
+      body: JSON.stringify(blockFromRaw(block)),
     })
     if (response.ok) {
       this.#metrics.published.inc({ browser: this.#browser })

@@ -402,7 +402,6 @@ describe('malformed blocks', () => {
     ],
     ['leaves not an array', { ...block, leaves: 'AAAA' }],
     ['leaf not a string', { ...block, leaves: [1, 2] }],
-    ['leaf not base64', { ...block, leaves: ['***', block.leaves[1]] }],
     ['not an object', 'block'],
   ]
   for (const [name, badBlock] of badBlocks) {
@@ -414,6 +413,13 @@ describe('malformed blocks', () => {
       assert.throws(() => validateBlock(badBlock), refusedWith('block_malformed'))
     })
   }
+
+  test('block: leaf not base64 (validateBlock checks shapes; checkBlock decodes each leaf strictly)', () => {
+    for (const leaf of ['***', 'AAA', 'AA==AA==', `${block.leaves[0]}\n`]) {
+      const forged = { ...block, leaves: [leaf, block.leaves[1]] } as Block
+      assert.throws(() => checkBlock(forged, previous, node.publicKey), refusedWith('block_malformed'))
+    }
+  })
 
   test('validateBlock accepts the honest blocks', () => {
     assert.equal(validateBlock(blocks[0]), blocks[0])

@@ -60,7 +60,6 @@ const headerFields = [
   'time',
 ]
 const blockFields = ['header', 'signature', 'checkpoint', 'leaves']
-const base64Text = /^[A-Za-z0-9+/]*={0,2}$/
 const timePattern = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 
 function blockError(code: string, message: string): VmError {
@@ -114,21 +113,54 @@ export function validateHeader(value: unknown): BlockHeader {
 export function validateBlock(value: unknown): Block {
   if (!hasExactFields(value, blockFields))
     throw malformed(`a block has exactly the fields ${blockFields.join(', ')}`)
+  validateSignedHeader(value)
+  const { leaves } = value
+  if (!Array.isArray(leaves)) throw malformed('leaves must be an array')
+  leaves.forEach((leaf: unknown, position) => {
+    // Strings here; checkBlock decodes each leaf once, strictly (block_malformed), as it hashes it.
+    if (typeof leaf !== 'string') throw malformed(`leaf ${position} is not base64`)
+  })
+  return value as unknown as Block
+}
+
+/** The header, signature and checkpoint of a block: their shapes and encodings. */
+function validateSignedHeader(value: Record<string, unknown>): void {
   validateHeader(value.header)
-  const { signature, checkpoint, leaves } = value
+  const { signature, checkpoint } = value
   if (typeof signature !== 'string' || !isSignature(signature)) {
     throw malformed('the signature must be the base64url of 64 bytes')
   }
   if (typeof checkpoint !== 'string' || checkpoint.length > noteBytesMax) {
     throw malformed('the checkpoint must be a signed note')
   }
-  if (!Array.isArray(leaves)) throw malformed('leaves must be an array')
-  leaves.forEach((leaf: unknown, position) => {
-    // The alphabet and length here; checkBlock decodes each leaf once, strictly, as it hashes it.
-    if (typeof leaf !== 'string' || leaf.length % 4 !== 0 || !base64Text.test(leaf))
-      throw malformed(`leaf ${position} is not base64`)
-  })
-  return value as unknown as Block
+}
+
+/** A block with its leaves as bytes: what the binary form of a block carries (see leaf-page.ts). */
+export interface RawBlock extends Omit<Block, 'leaves'> {
+  readonly leaves: readonly Uint8Array[]
+}
+
+/** What a check hands on, when asked: the decoded leaves, their hashes, the perfect subtrees they complete. */
+export interface CheckedBlockOut {
+  readonly leaves?: Uint8Array[]
+  readonly leafHashes?: Uint8Array[]
+  readonly nodes?: NodeWrite[]
+}
+
+/** The JSON form of a raw block: its leaves in base64. */
+export function blockFromRaw(block: RawBlock): Block {
+  const { header, signature, checkpoint } = block
+  return { header, signature, checkpoint, leaves: block.leaves.map((leaf) => toBase64(leaf)) }
+}
+
+/** Checks a raw block's shape and encodings; its leaves are bytes already. */
+export function validateRawBlock(value: unknown): RawBlock {
+  if (!hasExactFields(value, blockFields))
+    throw malformed(`a block has exactly the fields ${blockFields.join(', ')}`)
+  validateSignedHeader(value)
+  if (!Array.isArray(value.leaves) || !value.leaves.every((leaf) => leaf instanceof Uint8Array))
+    throw malformed('leaves must be byte arrays')
+  return value as unknown as RawBlock
 }
 
 function isSignature(text: string): boolean {
@@ -182,10 +214,26 @@ export function checkBlock(
   block: Block,
   previous: { readonly header: BlockHeader; readonly frontier: Frontier } | null,
   nodePublicKey: Uint8Array,
-  /** When given, receives the decoded leaves and every perfect subtree they complete (for storage). */
-  out?: { readonly leaves: Uint8Array[]; readonly nodes: NodeWrite[] },
+  out?: CheckedBlockOut,
 ): Frontier {
   validateBlock(block)
+  const leaves = block.leaves.map((text, position) => {
+    try {
+      return fromBase64(text)
+    } catch {
+      throw malformed(`leaf ${position} is not base64`)
+    }
+  })
+  return checkRawBlock({ ...block, leaves }, previous, nodePublicKey, out)
+}
+
+/** checkBlock for a block whose leaves are bytes (validated with validateRawBlock). */
+export function checkRawBlock(
+  block: RawBlock,
+  previous: { readonly header: BlockHeader; readonly frontier: Frontier } | null,
+  nodePublicKey: Uint8Array,
+  out?: CheckedBlockOut,
+): Frontier {
   const { header } = block
   verifyHeaderSignature(header, block.signature, nodePublicKey)
 
@@ -238,17 +286,13 @@ export function checkBlock(
     throw blockError('block_root_mismatch', 'the log so far does not match the previous header')
   }
   const next = previous === null ? new Frontier() : previous.frontier.clone()
-  for (const [position, text] of block.leaves.entries()) {
-    let leaf: Uint8Array
-    try {
-      leaf = fromBase64(text)
-    } catch {
-      throw malformed(`leaf ${position} is not base64`)
-    }
-    const nodes = next.append(leafHash(leaf))
+  for (const leaf of block.leaves) {
+    const hash = leafHash(leaf)
+    const nodes = next.append(hash)
     if (out !== undefined) {
-      out.leaves.push(leaf)
-      out.nodes.push(...nodes)
+      out.leaves?.push(leaf)
+      out.nodes?.push(...nodes)
+      out.leafHashes?.push(hash)
     }
   }
   if (toBase64(next.root()) !== header.logRoot) {
@@ -259,7 +303,10 @@ export function checkBlock(
 }
 
 /** The block's checkpoint must be the node's signed note of exactly the header's log size and root. */
-export function checkBlockCheckpoint(block: Block, nodePublicKey: Uint8Array): void {
+export function checkBlockCheckpoint(
+  block: Pick<Block, 'header' | 'checkpoint'>,
+  nodePublicKey: Uint8Array,
+): void {
   const origin = logOrigin(block.header.node)
   let checkpoint: Checkpoint
   try {

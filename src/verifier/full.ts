@@ -7,11 +7,11 @@
  * blocks.
  */
 import {
-  type Block,
   type BlockHeader,
-  checkBlock,
+  checkRawBlock,
   genesisPrevious,
   headerHash,
+  type RawBlock,
   verifyHeaderSignature,
 } from '../protocol/block.js'
 import { bytesEqual, fromBase64, toBase64 } from '../protocol/encoding.js'
@@ -83,11 +83,11 @@ function storedChainFault(full: FullState, nodeId: string, nodeKey: Uint8Array):
   return null
 }
 
-/** Fetches blocks in height order, a bounded number ahead. */
+/** Fetches blocks in height order (binary: leaves as bytes), a bounded number ahead. */
 class BlockFetcher {
   readonly #server: LogServer
   readonly #last: number
-  readonly #ahead: Promise<Block>[] = []
+  readonly #ahead: Promise<RawBlock>[] = []
   #next: number
 
   constructor(server: LogServer, first: number, last: number) {
@@ -96,9 +96,9 @@ class BlockFetcher {
     this.#last = last
   }
 
-  async take(): Promise<Block> {
+  async take(): Promise<RawBlock> {
     while (this.#ahead.length < blocksInFlightMax && this.#next <= this.#last) {
-      const fetching = this.#server.block(this.#next++)
+      const fetching = this.#server.rawBlock(this.#next++)
       // Blocks fetched ahead may be abandoned when a check fails: their failures are not unhandled.
       fetching.catch(() => {})
       this.#ahead.push(fetching)
@@ -110,11 +110,11 @@ class BlockFetcher {
   }
 }
 
-/** The node's leaves [start, end) in pages of leavesPerPageMax, a bounded number fetched ahead. */
+/** The hashes of the node's leaves [start, end) in pages of leavesPerPageMax, a bounded number fetched ahead. */
 class PageFetcher {
   readonly #server: LogServer
   readonly #end: number
-  readonly #ahead: Promise<{ start: number; leaves: string[] }>[] = []
+  readonly #ahead: Promise<{ start: number; hashes: Uint8Array[] }>[] = []
   #next: number
 
   constructor(server: LogServer, start: number, end: number) {
@@ -123,11 +123,11 @@ class PageFetcher {
     this.#end = end
   }
 
-  async take(): Promise<{ start: number; leaves: string[] }> {
+  async take(): Promise<{ start: number; hashes: Uint8Array[] }> {
     while (this.#ahead.length < pagesInFlightMax && this.#next < this.#end) {
       const start = this.#next
       this.#next = Math.min(start + leavesPerPageMax, this.#end)
-      const fetching = this.#server.leaves(start, this.#next).then((leaves) => ({ start, leaves }))
+      const fetching = this.#server.leafHashes(start, this.#next).then((hashes) => ({ start, hashes }))
       fetching.catch(() => {})
       this.#ahead.push(fetching)
     }
@@ -137,17 +137,20 @@ class PageFetcher {
   }
 }
 
-/** Compares the node's leaves with those of the browser's checked blocks, leaf by leaf. */
+/**
+ * Compares the node's leaves with those of the browser's checked blocks, leaf by leaf, by their hashes:
+ * the node hashes what it holds, so a leaf changed in its tables shows here, at 32 bytes a leaf.
+ */
 class LeafComparer {
   readonly #pages: PageFetcher
   readonly #end: number
-  #page: { start: number; leaves: string[] }
+  #page: { start: number; hashes: Uint8Array[] }
   #compared: number
 
   constructor(node: LogServer, start: number, end: number) {
     this.#pages = new PageFetcher(node, start, end)
     // An empty page that ends where the comparison starts: the first leaf takes the first page.
-    this.#page = { start: start - leavesPerPageMax, leaves: [] }
+    this.#page = { start: start - leavesPerPageMax, hashes: [] }
     this.#compared = start
     this.#end = end
   }
@@ -156,29 +159,25 @@ class LeafComparer {
     return this.#compared
   }
 
-  /** The first leaf of the block where the node differs ('' when it serves none), or null. */
-  async compare(block: Block): Promise<{ index: number; nodeLeaf: string } | null> {
+  /**
+   * The first leaf of the block where the node differs, with the node's hash of it (null when it serves
+   * none), or null. `leafHashes` are the block's own, as checkRawBlock computed them.
+   */
+  async compare(
+    block: RawBlock,
+    leafHashes: readonly Uint8Array[],
+  ): Promise<{ index: number; nodeHash: Uint8Array | null } | null> {
     const { firstLeaf } = block.header
-    for (let i = 0; i < block.leaves.length && firstLeaf + i < this.#end; i++) {
+    for (let i = 0; i < leafHashes.length && firstLeaf + i < this.#end; i++) {
       const index = firstLeaf + i
       // Pages are requested whole; a short page (a node that serves fewer leaves) shows as a missing leaf.
       if (index >= this.#page.start + leavesPerPageMax) this.#page = await this.#pages.take()
-      const nodeLeaf = this.#page.leaves[index - this.#page.start]
-      const browserLeaf = block.leaves[i]!
-      if (nodeLeaf === undefined) return { index, nodeLeaf: '' }
-      if (nodeLeaf !== browserLeaf && !sameBytes(nodeLeaf, browserLeaf)) return { index, nodeLeaf }
+      const nodeHash = this.#page.hashes[index - this.#page.start]
+      if (nodeHash === undefined) return { index, nodeHash: null }
+      if (!bytesEqual(nodeHash, leafHashes[i]!)) return { index, nodeHash }
       this.#compared = index + 1
     }
     return null
-  }
-}
-
-/** Equal base64 strings are equal bytes; unequal ones are compared as bytes only on a mismatch. */
-function sameBytes(a: string, b: string): boolean {
-  try {
-    return bytesEqual(fromBase64(a), fromBase64(b))
-  } catch {
-    return false
   }
 }
 
@@ -219,16 +218,18 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
   const began = performance.now()
   let size = start
   let blocks = 0
+  const leafHashes: Uint8Array[] = []
   if (size < target.size) {
     const head = await browser.head()
     const fetcher = new BlockFetcher(browser, (previous?.header.height ?? -1) + 1, head.header.height)
     while (size < target.size) {
-      let block: Block
+      let block: RawBlock
       try {
         block = await fetcher.take()
         if (block.header.node !== nodeId)
           throw new Error(`block ${block.header.height} is by node ${block.header.node}`)
-        previous = { header: block.header, frontier: checkBlock(block, previous, nodeKey) }
+        leafHashes.length = 0
+        previous = { header: block.header, frontier: checkRawBlock(block, previous, nodeKey, { leafHashes }) }
       } catch (error) {
         if (error instanceof VmError && error.code === 'server_unreachable') throw error
         const height = (previous?.header.height ?? -1) + 1
@@ -244,7 +245,7 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
       headers.push({ header: block.header, signature: block.signature })
       size = block.header.logSize
       blocks++
-      const differing = await comparer.compare(block)
+      const differing = await comparer.compare(block, leafHashes)
       if (differing !== null) {
         out.check('blocks', true, `${blocks} blocks checked up to leaf ${size}`)
         await splitViewAt(node, { ...differing, block }, out)
@@ -287,34 +288,28 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
 
 async function splitViewAt(
   node: LogServer,
-  differing: { index: number; block: Block; nodeLeaf: string },
+  differing: { index: number; block: RawBlock; nodeHash: Uint8Array | null },
   out: Findings,
 ): Promise<void> {
-  const { index, block, nodeLeaf } = differing
+  const { index, block, nodeHash } = differing
   const nodeHeight = await blockHolding(node, index).then(
     (held) => held?.header.height,
     () => undefined,
   )
   const browserLeaf = block.leaves[index - block.header.firstLeaf]!
   out.check('node leaves match browser', false, `leaf ${index} differs`)
-  let nodeHash: string | undefined
-  try {
-    nodeHash = nodeLeaf === '' ? undefined : toBase64(leafHash(fromBase64(nodeLeaf)))
-  } catch {
-    nodeHash = undefined
-  }
   out.add({
     kind: 'split_view',
     severity: 'failure',
     message:
-      nodeLeaf === ''
+      nodeHash === null
         ? `SPLIT VIEW: the node serves no leaf ${index}, which the browser holds in block ${block.header.height}`
         : `SPLIT VIEW: the node's leaf ${index} differs from the browser's, in block ${block.header.height}`,
     leafIndex: index,
     block: { ...(nodeHeight === undefined ? {} : { node: nodeHeight }), browser: block.header.height },
     leafHash: {
-      ...(nodeHash === undefined ? {} : { node: nodeHash }),
-      browser: toBase64(leafHash(fromBase64(browserLeaf))),
+      ...(nodeHash === null ? {} : { node: toBase64(nodeHash) }),
+      browser: toBase64(leafHash(browserLeaf)),
     },
   })
 }

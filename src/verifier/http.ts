@@ -6,11 +6,19 @@
  * failed answer is a VmError with the server's problem code, which the verifier reports as a failed check.
  */
 
-import { answerBytesMax, readBounded } from '../client/read-bounded.js'
-import { type Block, type BlockHeader, validateBlock, validateHeader } from '../protocol/block.js'
+import { answerBytesMax, readBoundedBytes } from '../client/read-bounded.js'
+import {
+  type Block,
+  type BlockHeader,
+  type RawBlock,
+  validateBlock,
+  validateHeader,
+} from '../protocol/block.js'
 import { fromBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
+import { hashSize } from '../protocol/hash.js'
 import type { OkpJwk } from '../protocol/keys.js'
+import { binaryMediaType, decodeRawBlock } from '../protocol/leaf-page.js'
 
 /** Every request gives up after this long. */
 export const requestTimeoutMs = 30_000
@@ -19,6 +27,9 @@ export const pushBackRetriesMax = 3
 export const pushBackWaitMsMax = 5_000
 /** Leaf indexes per page of the browser's recipients route (its maximum). */
 export const recipientLeavesPerPageMax = 1_000
+
+/** Not fatal: an answer that is not UTF-8 fails as JSON, with the server named. */
+const answerDecoder = new TextDecoder()
 
 export type ServerRole = 'node' | 'browser'
 
@@ -124,6 +135,29 @@ export class LogServer {
     return validateBlock(await this.json(`/v1/blocks/${height}`))
   }
 
+  /** A block with its leaves as bytes, in the binary form: what a full check downloads. */
+  async rawBlock(height: number): Promise<RawBlock> {
+    const path = `/v1/blocks/${height}`
+    try {
+      return decodeRawBlock(await this.binary(path))
+    } catch (error) {
+      if (error instanceof VmError && (error.code === 'binary_malformed' || error.code === 'block_malformed'))
+        throw this.#malformed(path, `a block that is not well formed: ${error.message}`)
+      throw error
+    }
+  }
+
+  /** The hashes of leaves [start, end), 32 bytes each, in the binary form; the server may answer fewer (a page). */
+  async leafHashes(start: number, end: number): Promise<Uint8Array[]> {
+    const path = `/v1/log/leaf-hashes?start=${start}&end=${end}`
+    const bytes = await this.binary(path)
+    if (bytes.length % hashSize !== 0 || bytes.length > (end - start) * hashSize)
+      throw this.#malformed(path, 'bytes that are not hashes of the range')
+    return Array.from({ length: bytes.length / hashSize }, (_, i) =>
+      bytes.subarray(i * hashSize, (i + 1) * hashSize),
+    )
+  }
+
   /** The newest block's signed header. */
   async head(): Promise<SignedHeader> {
     const path = '/v1/blocks'
@@ -162,9 +196,18 @@ export class LogServer {
   }
 
   async text(path: string): Promise<string> {
+    return answerDecoder.decode(await this.#bytes(path, 'application/json, text/plain'))
+  }
+
+  /** The bytes of a binary answer (leaf-page.ts). */
+  async binary(path: string): Promise<Uint8Array> {
+    return this.#bytes(path, binaryMediaType)
+  }
+
+  async #bytes(path: string, accept: string): Promise<Uint8Array> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#get(path)
+        return await this.#get(path, accept)
       } catch (error) {
         const wait = error instanceof VmError ? error.detail?.['retryAfterMs'] : undefined
         if (typeof wait !== 'number' || attempt >= pushBackRetriesMax) throw error
@@ -173,13 +216,13 @@ export class LogServer {
     }
   }
 
-  async #get(path: string): Promise<string> {
+  async #get(path: string, accept: string): Promise<Uint8Array> {
     const url = this.baseUrl + path
     let response: Response
-    let body: string
+    let body: Uint8Array
     try {
-      response = await fetch(url, { signal: AbortSignal.timeout(requestTimeoutMs) })
-      body = await readBounded(response, answerBytesMax)
+      response = await fetch(url, { headers: { accept }, signal: AbortSignal.timeout(requestTimeoutMs) })
+      body = await readBoundedBytes(response, answerBytesMax)
     } catch (error) {
       if (error instanceof VmError) throw error
       throw new VmError('server_unreachable', `cannot reach the ${this.role} at ${url}: ${causeOf(error)}`, {
@@ -191,7 +234,7 @@ export class LogServer {
     if (response.ok) return body
     let problem: Record<string, unknown> = {}
     try {
-      const parsed: unknown = JSON.parse(body)
+      const parsed: unknown = JSON.parse(answerDecoder.decode(body))
       if (isObject(parsed)) problem = parsed
     } catch {
       // Not problem+json: the status says enough.

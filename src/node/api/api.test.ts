@@ -4,10 +4,12 @@ import { join } from 'node:path'
 import { after, before, describe, test } from 'node:test'
 import { type NodeClient, type Outcome, requestTarget } from '../../client/client.js'
 import { type DeviceKeys, newKeyFile, openKeyFile, readKeyFile } from '../../client/key-file.js'
+import { type Block, blockFromRaw } from '../../protocol/block.js'
 import { openCheckpoint } from '../../protocol/checkpoint.js'
-import { fromBase64 } from '../../protocol/encoding.js'
+import { concatBytes, fromBase64, toBase64 } from '../../protocol/encoding.js'
 import type { VmError } from '../../protocol/errors.js'
 import { signRequest } from '../../protocol/http-signature.js'
+import { binaryMediaType, decodeRawBlock } from '../../protocol/leaf-page.js'
 import { leafHash, verifyConsistency, verifyInclusion } from '../../protocol/merkle.js'
 import { newId, nowTimestamp, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
 import { startTestNode } from '../../testing/node-harness.js'
@@ -596,6 +598,23 @@ describe('the public log', () => {
       fromBase64(first.header.logRoot),
       fromBase64(head.header.logRoot),
     )
+  })
+  test('blocks and leaf hashes in the binary form are what the JSON says', async () => {
+    const binary = async (path: string) => {
+      const response = await fetch(harness.node.url + path, { headers: { accept: binaryMediaType } })
+      assert.equal(response.status, 200, path)
+      assert.equal(response.headers.get('content-type'), binaryMediaType)
+      return new Uint8Array(await response.arrayBuffer())
+    }
+    const block = (await client.publicGet('/v1/blocks/1')) as Block
+    assert.deepEqual(blockFromRaw(decodeRawBlock(await binary('/v1/blocks/1'))), block)
+    const { start, end } = { start: block.header.firstLeaf, end: block.header.logSize }
+    const hashes = block.leaves.map((leaf) => leafHash(fromBase64(leaf)))
+    assert.deepEqual(await binary(`/v1/log/leaf-hashes?start=${start}&end=${end}`), concatBytes(...hashes))
+    assert.deepEqual(await client.publicGet(`/v1/log/leaf-hashes?start=${start}&end=${end}`), {
+      start,
+      hashes: hashes.map((hash) => toBase64(hash)),
+    })
   })
   test('out-of-range proofs and missing leaves answer 4xx with a code', async () => {
     for (const [path, status, code] of [

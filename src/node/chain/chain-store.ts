@@ -1,5 +1,5 @@
 import type { Kysely, Transaction } from 'kysely'
-import { type Block, type BlockHeader, headerHash } from '../../protocol/block.js'
+import { type BlockHeader, headerHash, type RawBlock } from '../../protocol/block.js'
 import { toBase64, utf8 } from '../../protocol/encoding.js'
 import { VmError } from '../../protocol/errors.js'
 import { Frontier, frontierNodeIds, leafHash, type NodeId, type NodeWrite } from '../../protocol/merkle.js'
@@ -85,7 +85,7 @@ export async function latestCheckpoint(db: Executor): Promise<string | null> {
   return row?.checkpoint ?? null
 }
 
-export async function blockAt(db: Executor, height: number): Promise<Block | null> {
+export async function blockAt(db: Executor, height: number): Promise<RawBlock | null> {
   const row = await db
     .selectFrom('chain_blocks')
     .select(['header', 'signature', 'checkpoint'])
@@ -94,12 +94,7 @@ export async function blockAt(db: Executor, height: number): Promise<Block | nul
   if (row === undefined) return null
   const header = JSON.parse(row.header) as BlockHeader
   const leaves = await leafRange(db, header.firstLeaf, header.firstLeaf + header.leafCount)
-  return {
-    header,
-    signature: row.signature,
-    checkpoint: row.checkpoint,
-    leaves: leaves.map((leaf) => toBase64(leaf)),
-  }
+  return { header, signature: row.signature, checkpoint: row.checkpoint, leaves }
 }
 
 /** The exact bytes of the leaves [start, end). */

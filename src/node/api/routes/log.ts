@@ -1,7 +1,10 @@
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance } from 'fastify'
-import { toBase64 } from '../../../protocol/encoding.js'
+import { binaryOrJson } from '../../../http/server.js'
+import { blockFromRaw } from '../../../protocol/block.js'
+import { concatBytes, toBase64 } from '../../../protocol/encoding.js'
 import { VmError } from '../../../protocol/errors.js'
+import { encodeRawBlock } from '../../../protocol/leaf-page.js'
 import { consistencyProof, inclusionProof, leafHash } from '../../../protocol/merkle.js'
 import { blockAt, latestBlock, latestCheckpoint, leafRange, readNodes } from '../../chain/chain-store.js'
 import type { ApiContext } from '../context.js'
@@ -80,6 +83,28 @@ export function logRoutes(app: FastifyInstance, context: ApiContext): void {
   )
 
   app.get(
+    '/v1/log/leaf-hashes',
+    {
+      schema: {
+        tags: ['log'],
+        summary: `The RFC 9162 hashes of leaves [start, end) as the node holds them, at most ${leavesPerPageMax}: binary (32 bytes each) or base64`,
+        querystring: Type.Object({ start: Index, end: Index }, { additionalProperties: false }),
+      },
+    },
+    async (request, reply) => {
+      const { start, end } = request.query as { start: number; end: number }
+      const stop = Math.min(end, start + leavesPerPageMax, await logSize())
+      const hashes = (await leafRange(db, start, stop)).map(leafHash)
+      return binaryOrJson(
+        request,
+        reply,
+        () => concatBytes(...hashes),
+        () => ({ start, hashes: hashes.map((hash) => toBase64(hash)) }),
+      )
+    },
+  )
+
+  app.get(
     '/v1/log/proofs/inclusion',
     {
       schema: {
@@ -130,11 +155,16 @@ export function logRoutes(app: FastifyInstance, context: ApiContext): void {
         params: Type.Object({ height: Index }),
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const { height } = request.params as { height: number }
       const block = await blockAt(db, height)
       if (block === null) throw new VmError('block_not_found', `no block ${height}`, { status: 404 })
-      return block
+      return binaryOrJson(
+        request,
+        reply,
+        () => encodeRawBlock(block),
+        () => blockFromRaw(block),
+      )
     },
   )
 
