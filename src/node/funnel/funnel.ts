@@ -305,7 +305,8 @@ export class Funnel {
       )
       await writeDecisions(trx, entries, decisions, time)
       if (leaves.length === 0) return
-      const hashes: Uint8Array[] = leaves.map(() => noHash)
+      // The sealing thread hashed the leaves it sealed; the funnel hashes the others.
+      const hashes: (Uint8Array | undefined)[] = new Array(leaves.length)
       if (sealed !== null) {
         const { texts, hashes: sealedHashes } = await sealed
         sealedAt.forEach((position, i) => {
@@ -314,7 +315,7 @@ export class Funnel {
         })
       }
       for (const [position, leaf] of leaves.entries()) {
-        const hash = hashes[position] === noHash ? leafHash(utf8(leaf.text)) : hashes[position]!
+        const hash = hashes[position] ?? leafHash(utf8(leaf.text))
         // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
         for (const node of this.#frontier.append(hash)) if (node.level > 0) nodes.push(node)
       }
@@ -528,9 +529,6 @@ async function writeDecisions(
     }
   }
 }
-
-/** Marks a leaf whose hash the funnel computes itself (it was not sealed). */
-const noHash = new Uint8Array(0)
 
 const keyTypes: ReadonlySet<string> = new Set(['genesis', 'register_person', 'add_key', 'revoke_key'])
 
