@@ -1,8 +1,8 @@
 /**
- * The binary forms of the log's bulk reads, for verifiers that download a whole log: a page of leaves is
- * each leaf as a 4-byte big-endian length and its exact bytes; a block is the 4-byte length of its
- * signed header's JSON ({checkpoint, header, signature}), that JSON, and its leaves as a page. Served for
- * `Accept: application/octet-stream` on `/v1/log/leaves` and `/v1/blocks/{height}`, beside the JSON.
+ * The binary form of a block, for verifiers that download a whole log: the 4-byte big-endian length of
+ * its signed header's JSON ({checkpoint, header, signature}), that JSON, and its leaves as a page (each
+ * leaf as a 4-byte big-endian length and its exact bytes). Served for `Accept: application/octet-stream`
+ * on `/v1/blocks/{height}`, beside the JSON; `/v1/log/leaf-hashes` answers 32 bytes a hash in that case.
  */
 
 import type { RawBlock } from './block.js'
@@ -19,11 +19,17 @@ function malformed(message: string): VmError {
 }
 
 export function encodeLeafPage(leaves: readonly Uint8Array[]): Uint8Array {
-  let length = 0
+  return withLeafPage(new Uint8Array(0), leaves)
+}
+
+/** `head` followed by the page of `leaves`, written once into one buffer. */
+function withLeafPage(head: Uint8Array, leaves: readonly Uint8Array[]): Uint8Array {
+  let length = head.length
   for (const leaf of leaves) length += 4 + leaf.length
   const out = new Uint8Array(length)
+  out.set(head)
   const view = new DataView(out.buffer)
-  let offset = 0
+  let offset = head.length
   for (const leaf of leaves) {
     view.setUint32(offset, leaf.length)
     out.set(leaf, offset + 4)
@@ -52,12 +58,10 @@ export function decodeLeafPage(bytes: Uint8Array, leavesMax: number): Uint8Array
 export function encodeRawBlock(block: RawBlock): Uint8Array {
   const { checkpoint, header, signature } = block
   const signedHeader = utf8(JSON.stringify({ checkpoint, header, signature }))
-  const page = encodeLeafPage(block.leaves)
-  const out = new Uint8Array(4 + signedHeader.length + page.length)
-  new DataView(out.buffer).setUint32(0, signedHeader.length)
-  out.set(signedHeader, 4)
-  out.set(page, 4 + signedHeader.length)
-  return out
+  const head = new Uint8Array(4 + signedHeader.length)
+  new DataView(head.buffer).setUint32(0, signedHeader.length)
+  head.set(signedHeader, 4)
+  return withLeafPage(head, block.leaves)
 }
 
 /** A block in its binary form, its shape and encodings checked (validateRawBlock). */
