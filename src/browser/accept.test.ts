@@ -71,8 +71,8 @@ for (const target of await databaseTargets()) {
       const state = await storedState(database.db, node.id)
       assert.equal(state.blocks, 4)
       assert.equal(state.leaves, 11)
-      // Every perfect subtree of 11 leaves above the leaves themselves: 5 + 2 + 1.
-      assert.equal(state.treeNodes, 8)
+      // Every perfect subtree of 11 leaves: the 11 leaves' hashes, then 5 + 2 + 1 above them.
+      assert.equal(state.treeNodes, 19)
       const metrics = (await app.inject('/metrics')).body
       assert.match(metrics, new RegExp(`vmoney_browser_blocks_accepted_total\\{node="${node.id}"\\} 4`))
       assert.match(metrics, new RegExp(`vmoney_browser_log_size\\{node="${node.id}"\\} 11`))

@@ -119,8 +119,7 @@ export class BlockAcceptor {
       block,
       headerHash: toBase64(headerHash(block.header)),
       leaves: checked.leaves,
-      // Leaf hashes (level 0) are not stored: the leaves are, and hashing one again is cheap.
-      nodes: checked.nodes.filter((tree) => tree.level > 0),
+      nodes: checked.nodes,
       recipients: recipientsOf(checked.leaves, block.header.firstLeaf),
       receivedAt: Date.now(),
     })

@@ -1,7 +1,7 @@
 import type { Insertable, Kysely, Transaction } from 'kysely'
 import type { Block, BlockHeader, RawBlock } from '../protocol/block.js'
 import { VmError } from '../protocol/errors.js'
-import { Frontier, frontierNodeIds, leafHash, type NodeId, type NodeWrite } from '../protocol/merkle.js'
+import { Frontier, frontierNodeIds, type NodeId, type NodeWrite } from '../protocol/merkle.js'
 import type { AlarmTable, BrowserSchema } from './schema.js'
 
 /** Everything the browser reads and writes, per followed node. One block is written in one transaction. */
@@ -194,10 +194,7 @@ export async function leafRange(
   return rows.map((row) => row.leaf)
 }
 
-/**
- * Perfect-subtree hashes by id, in the order asked: a NodeReader for the protocol's proofs. Levels above
- * 0 are stored; a level-0 hash is the hash of its leaf (at most one or two per proof).
- */
+/** Perfect-subtree hashes by id, in the order asked: a NodeReader for the protocol's proofs. */
 export async function readTreeNodes(
   db: Executor,
   node: string,
@@ -205,33 +202,20 @@ export async function readTreeNodes(
 ): Promise<Uint8Array[]> {
   if (ids.length === 0) return []
   const byId = new Map<string, Uint8Array>()
-  const leafIndexes = ids.filter((id) => id.level === 0).map((id) => id.index)
-  if (leafIndexes.length > 0) {
-    const rows = await db
-      .selectFrom('browser_leaves')
-      .select(['leaf_index', 'leaf'])
-      .where('node', '=', node)
-      .where('leaf_index', 'in', leafIndexes)
-      .execute()
-    for (const row of rows) byId.set(`0/${row.leaf_index}`, leafHash(row.leaf))
-  }
-  const inner = ids.filter((id) => id.level > 0)
-  if (inner.length > 0) {
-    const rows = await db
-      .selectFrom('browser_tree_nodes')
-      .select(['level', 'node_index', 'hash'])
-      // Every term names the whole key, so each is one index lookup (SQLite's OR optimization,
-      // PostgreSQL's bitmap OR); `node = ?` outside the OR would make both scan all of the node's tree.
-      .where((eb) =>
-        eb.or(
-          inner.map((id) =>
-            eb.and([eb('node', '=', node), eb('level', '=', id.level), eb('node_index', '=', id.index)]),
-          ),
+  const rows = await db
+    .selectFrom('browser_tree_nodes')
+    .select(['level', 'node_index', 'hash'])
+    // Every term names the whole key, so each is one index lookup (SQLite's OR optimization,
+    // PostgreSQL's bitmap OR); `node = ?` outside the OR would make both scan all of the node's tree.
+    .where((eb) =>
+      eb.or(
+        ids.map((id) =>
+          eb.and([eb('node', '=', node), eb('level', '=', id.level), eb('node_index', '=', id.index)]),
         ),
-      )
-      .execute()
-    for (const row of rows) byId.set(`${row.level}/${row.node_index}`, new Uint8Array(row.hash))
-  }
+      ),
+    )
+    .execute()
+  for (const row of rows) byId.set(`${row.level}/${row.node_index}`, new Uint8Array(row.hash))
   return ids.map((id) => {
     const hash = byId.get(`${id.level}/${id.index}`)
     if (hash === undefined)
@@ -248,12 +232,6 @@ export async function treeNodeRange(
   start: number,
   end: number,
 ): Promise<Uint8Array[]> {
-  if (level === 0) {
-    const leaves = await leafRange(db, node, start, end)
-    if (leaves.length !== end - start)
-      throw new VmError('internal', `the log lacks leaves in [${start}, ${end})`, { status: 500 })
-    return leaves.map((leaf) => leafHash(leaf))
-  }
   const rows = await db
     .selectFrom('browser_tree_nodes')
     .select('hash')

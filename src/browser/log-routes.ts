@@ -7,7 +7,14 @@ import { concatBytes, toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
 import { encodeRawBlock } from '../protocol/leaf-page.js'
 import { consistencyProof, inclusionProof, leafHash, type NodeReader } from '../protocol/merkle.js'
-import { blockAt, latestCheckpoint, leafRange, recipientLeaves, storedHead } from './browser-store.js'
+import {
+  blockAt,
+  latestCheckpoint,
+  leafRange,
+  recipientLeaves,
+  storedHead,
+  treeNodeRange,
+} from './browser-store.js'
 import type { BrowserContext, NodeScope } from './context.js'
 
 /** Leaf indexes per page of a recipient's leaves. */
@@ -122,7 +129,7 @@ export function logReadRoutes(app: FastifyInstance, context: BrowserContext, sco
       const { start, end } = request.query as { start: number; end: number }
       const nodeId = scope.node(request).id
       const stop = Math.min(end, start + leavesPerPageMax, await context.logSize(nodeId, end))
-      const hashes = (await leafRange(db, nodeId, start, stop)).map(leafHash)
+      const hashes = stop > start ? await treeNodeRange(db, nodeId, 0, start, stop) : []
       return binaryOrJson(
         request,
         reply,

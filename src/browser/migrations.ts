@@ -1,5 +1,6 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
 import { VmError } from '../protocol/errors.js'
+import { leafHash } from '../protocol/merkle.js'
 
 export type BrowserDialect = 'sqlite' | 'postgres'
 
@@ -79,8 +80,33 @@ function migrations(dialect: BrowserDialect): Record<string, Migration> {
           .execute()
       },
     },
+    // Leaf hashes join the tree nodes as level 0: proofs, level-0 tiles and pages of leaf hashes then
+    // read 32 bytes a leaf instead of the leaf. Leaves accepted before are hashed here, a page at a time.
+    '0002-leaf-hashes': {
+      async up(db: Kysely<unknown>) {
+        let after: { node: string; index: number } | null = null
+        for (;;) {
+          const page: { node: string; leaf_index: number | string; leaf: Uint8Array }[] = (
+            await sql<{ node: string; leaf_index: number | string; leaf: Uint8Array }>`
+              select node, leaf_index, leaf from browser_leaves
+              ${after === null ? sql`` : sql`where (node, leaf_index) > (${after.node}, ${after.index})`}
+              order by node, leaf_index limit ${backfillLeavesPerPage}`.execute(db)
+          ).rows
+          if (page.length === 0) return
+          // A run stopped midway (SQLite applies migrations outside a transaction) left some: kept.
+          await sql`insert into browser_tree_nodes (node, level, node_index, hash) values ${sql.join(
+            page.map((row) => sql`(${row.node}, 0, ${Number(row.leaf_index)}, ${leafHash(row.leaf)})`),
+          )} on conflict do nothing`.execute(db)
+          const last = page.at(-1)!
+          after = { node: last.node, index: Number(last.leaf_index) }
+        }
+      },
+    },
   }
 }
+
+/** Leaves hashed per statement by the level-0 backfill: 3 parameters each, within every dialect's limit. */
+const backfillLeavesPerPage = 4096
 
 class StaticMigrationProvider implements MigrationProvider {
   readonly #dialect: BrowserDialect

@@ -5,7 +5,7 @@ import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely'
 import pg from 'pg'
 import { redactUrl } from '../node/storage/database.js'
 import { VmError } from '../protocol/errors.js'
-import { leafHash, type NodeId } from '../protocol/merkle.js'
+import type { NodeId } from '../protocol/merkle.js'
 import { readTreeNodes } from './browser-store.js'
 import { type BrowserDialect, migrateBrowser } from './migrations.js'
 import type { BrowserSchema } from './schema.js'
@@ -150,19 +150,15 @@ function treeNodeKey(id: NodeId): number {
  * and parsing a query for each costs more than reading them.
  */
 function sqliteTreeNodeReader(sqlite: SqliteDatabase.Database): TreeNodeReader {
-  const leaf = sqlite.prepare('select leaf from browser_leaves where node = ? and leaf_index = ?').pluck()
-  const inner = sqlite
+  const hash = sqlite
     .prepare('select hash from browser_tree_nodes where node = ? and level = ? and node_index = ?')
     .pluck()
   return async (node, ids) =>
     ids.map((id) => {
-      const row = (id.level === 0 ? leaf.get(node, id.index) : inner.get(node, id.level, id.index)) as
-        | Uint8Array
-        | undefined
+      const row = hash.get(node, id.level, id.index) as Uint8Array | undefined
       if (row === undefined)
         throw new VmError('internal', `tree node ${id.level}/${id.index} is missing`, { status: 500 })
-      // Leaf hashes are not stored: the leaf is, and hashing it again is cheap.
-      return id.level === 0 ? leafHash(row) : new Uint8Array(row)
+      return new Uint8Array(row)
     })
 }
 
