@@ -5,6 +5,7 @@ import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { DemoWorld } from '../src/node/demo.js'
 import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
+import { dropTestDatabase, testDatabaseArgs } from '../src/testing/databases.js'
 
 /** The README's walkthrough, as a new user runs it: `vmoney start`, then the CLI against it. */
 let dataDir: string
@@ -20,6 +21,7 @@ before(async () => {
 after(async () => {
   node.child.kill('SIGTERM')
   await exited(node.child)
+  await dropTestDatabase(dataDir)
   rmSync(dataDir, { recursive: true, force: true })
 })
 
@@ -123,7 +125,7 @@ test('the checkpoint verifies, and the audit passes against the running node', a
   const checkpoint = await vmoney('log', 'checkpoint', '--json')
   assert.equal(checkpoint.code, 0, checkpoint.stderr)
   assert.ok((JSON.parse(checkpoint.stdout) as { size: number }).size > 10)
-  const audited = await runCli(['audit', '--data-dir', dataDir])
+  const audited = await runCli(['audit', '--data-dir', dataDir, ...testDatabaseArgs(dataDir)])
   assert.equal(audited.code, 0, audited.stdout + audited.stderr)
   assert.match(audited.stdout, /audit passed/)
 })

@@ -3,14 +3,15 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
-import SqliteDatabase from 'better-sqlite3'
 import { NodeClient, type Outcome } from '../src/client/client.js'
 import { type DeviceKeys, readKeyFile } from '../src/client/key-file.js'
 import { seedDemo } from '../src/node/demo.js'
+import { openDatabase } from '../src/node/storage/database.js'
 import { type BlockHeader, headerHash } from '../src/protocol/block.js'
 import { toBase64 } from '../src/protocol/encoding.js'
 import type { SignedTransaction } from '../src/protocol/transaction.js'
 import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
+import { dropTestDatabase, testDatabaseArgs, testDatabaseUrl } from '../src/testing/databases.js'
 
 /** Bounds: a few kill rounds, each a short burst of load. */
 const killRounds = 3
@@ -85,37 +86,40 @@ test('SIGKILL at a random moment loses and doubles nothing', { timeout: 180_000 
     node.child.kill('SIGTERM')
     await exited(node.child)
 
-    const sqlite = new SqliteDatabase(join(dataDir, 'node.db'), { readonly: true })
+    const database = await openDatabase(testDatabaseUrl(dataDir))
     try {
+      const { db } = database
       for (const [id, outcome] of outcomes) {
-        const { n } = sqlite
-          .prepare('select count(*) as n from chain_leaves where transaction_id = ?')
-          .get(id) as { n: number }
+        const leaves = await db
+          .selectFrom('chain_leaves')
+          .select('leaf_index')
+          .where('transaction_id', '=', id)
+          .execute()
+        const n = leaves.length
         assert.equal(n, outcome.status === 'accepted' ? 1 : 0, `transaction ${id} is in the log ${n} times`)
       }
-      const headers = (
-        sqlite.prepare('select header from chain_blocks order by height').all() as { header: string }[]
-      ).map((row) => JSON.parse(row.header) as BlockHeader)
+      const headers = (await db.selectFrom('chain_blocks').select('header').orderBy('height').execute()).map(
+        (row) => JSON.parse(row.header) as BlockHeader,
+      )
       headers.forEach((header, height) => {
         assert.equal(header.height, height, 'no gap in block heights')
         if (height > 0) assert.equal(header.previous, toBase64(headerHash(headers[height - 1]!)), 'no fork')
         if (height > 0) assert.equal(header.firstLeaf, headers[height - 1]!.logSize)
       })
-      const totals = sqlite
-        .prepare('select credits_posted, debits_posted from ledger_accounts where asset = ?')
-        .all(world.asset) as {
-        credits_posted: string
-        debits_posted: string
-      }[]
+      const totals = await db
+        .selectFrom('ledger_accounts')
+        .select(['credits_posted', 'debits_posted'])
+        .where('asset', '=', world.asset)
+        .execute()
       const sum = totals.reduce(
         (total, row) => total + BigInt(row.credits_posted) - BigInt(row.debits_posted),
         0n,
       )
       assert.equal(sum, 0n, 'transfers neither create nor destroy money')
     } finally {
-      sqlite.close()
+      await database.close()
     }
-    const audited = await runCli(['audit', '--data-dir', dataDir, '--json'])
+    const audited = await runCli(['audit', '--data-dir', dataDir, ...testDatabaseArgs(dataDir), '--json'])
     assert.equal(audited.code, 0, audited.stdout + audited.stderr)
     const accepted = [...outcomes.values()].filter((o) => o.status === 'accepted').length
     process.stdout.write(
@@ -124,6 +128,7 @@ test('SIGKILL at a random moment loses and doubles nothing', { timeout: 180_000 
     assert.ok(acknowledged.size > 0, 'the load got transactions acknowledged before the kills')
   } finally {
     node?.child.kill('SIGKILL')
+    await dropTestDatabase(dataDir)
     rmSync(dataDir, { recursive: true, force: true })
   }
 })

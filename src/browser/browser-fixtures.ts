@@ -31,6 +31,7 @@ import {
 } from '../protocol/keys.js'
 import { encodeSealedLeafText } from '../protocol/leaf.js'
 import { Frontier, leafHash } from '../protocol/merkle.js'
+import { testDatabasePrefix, testDialect, testPostgresServer } from '../testing/databases.js'
 import { buildBrowserApp } from './app.js'
 import { type BrowserContext, createBrowserContext } from './context.js'
 import type { BrowserSchema } from './schema.js'
@@ -153,7 +154,6 @@ export interface DatabaseTarget {
   dispose(): Promise<void>
 }
 
-export const postgresAdminUrl = 'postgres://postgres@127.0.0.1:5432/postgres'
 const postgresProbeTimeoutMs = 3_000
 
 export function sqliteTarget(): DatabaseTarget {
@@ -168,11 +168,11 @@ export function sqliteTarget(): DatabaseTarget {
   }
 }
 
-/** A fresh database `vmoney_browser_<random>` on the local server, or a skip saying why there is none. */
+/** A fresh database on the suite's PostgreSQL server, or a skip saying why there is none. */
 export async function postgresTarget(): Promise<DatabaseTarget> {
-  const name = `vmoney_browser_${randomBytes(6).toString('hex')}`
+  const name = `${testDatabasePrefix}browser_${randomBytes(6).toString('hex')}`
   const admin = new pg.Client({
-    connectionString: postgresAdminUrl,
+    connectionString: `${testPostgresServer}/postgres`,
     connectionTimeoutMillis: postgresProbeTimeoutMs,
   })
   try {
@@ -180,7 +180,7 @@ export async function postgresTarget(): Promise<DatabaseTarget> {
     await admin.query(`create database ${name}`)
   } catch (error) {
     await admin.end().catch(() => {})
-    const reason = `PostgreSQL at 127.0.0.1:5432 (user postgres) is unreachable: ${(error as Error).message}`
+    const reason = `PostgreSQL at ${testPostgresServer} is unreachable: ${(error as Error).message}`
     return {
       name: 'PostgreSQL',
       skip: reason,
@@ -192,9 +192,9 @@ export async function postgresTarget(): Promise<DatabaseTarget> {
   return {
     name: 'PostgreSQL',
     skip: undefined,
-    open: () => openBrowserDatabase(`postgres://postgres@127.0.0.1:5432/${name}`),
+    open: () => openBrowserDatabase(`${testPostgresServer}/${name}`),
     async dispose() {
-      const client = new pg.Client({ connectionString: postgresAdminUrl })
+      const client = new pg.Client({ connectionString: `${testPostgresServer}/postgres` })
       await client.connect()
       await client.query(`drop database if exists ${name} with (force)`)
       await client.end()
@@ -202,9 +202,9 @@ export async function postgresTarget(): Promise<DatabaseTarget> {
   }
 }
 
-/** Both targets; PostgreSQL is skipped, with the reason, when no server answers. */
+/** The browser's database in the suite's dialect (see src/testing/databases.ts). */
 export async function databaseTargets(): Promise<DatabaseTarget[]> {
-  return [sqliteTarget(), await postgresTarget()]
+  return [testDialect === 'postgres' ? await postgresTarget() : sqliteTarget()]
 }
 
 export const silentLog = createLogger('silent')

@@ -2,7 +2,6 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { listen } from '../http/server.js'
 import type { NodeConfig } from '../node/config.js'
-import { redactUrl } from '../node/storage/database.js'
 import { VmError } from '../protocol/errors.js'
 import { buildBrowserApp } from './app.js'
 import { createBrowserContext } from './context.js'
@@ -32,8 +31,11 @@ export async function startBrowser(
       'the block browser follows no node: set VMONEY_BROWSER_NODES or --follow',
     )
   }
-  const database = await openBrowserDatabase(config.browserDatabaseUrl)
-  log.info({ database: redactUrl(database.url) }, 'browser database ready')
+  const database = await openBrowserDatabase(config.browserDatabaseUrl, {
+    waitMs: config.databaseWaitMs,
+    onRetry: (message, waitMs) => log.warn({ retryInMs: waitMs }, message),
+  })
+  log.info({ database: database.url }, 'browser database ready')
   const followers = new Map<string, Follower>()
   let app: FastifyInstance | undefined
   let url: string

@@ -1,14 +1,13 @@
 import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } from 'kysely'
 import { VmError } from '../protocol/errors.js'
 import { leafHash } from '../protocol/merkle.js'
-
-export type BrowserDialect = 'sqlite' | 'postgres'
+import type { Dialect } from '../storage/connect.js'
 
 /**
  * The browser's schema, versioned. Its own migration tables keep it apart from the node's, should both
  * ever share one database. Where SQL differs between dialects the difference lives here only.
  */
-function migrations(dialect: BrowserDialect): Record<string, Migration> {
+function migrations(dialect: Dialect): Record<string, Migration> {
   // Log positions and times can pass 2^31: PostgreSQL needs bigint (SQLite's integer is 64-bit already).
   const count = dialect === 'postgres' ? 'bigint' : 'integer'
   const bytes = dialect === 'postgres' ? 'bytea' : 'blob'
@@ -93,10 +92,9 @@ function migrations(dialect: BrowserDialect): Record<string, Migration> {
               order by node, leaf_index limit ${backfillLeavesPerPage}`.execute(db)
           ).rows
           if (page.length === 0) return
-          // A run stopped midway (SQLite applies migrations outside a transaction) left some: kept.
           await sql`insert into browser_tree_nodes (node, level, node_index, hash) values ${sql.join(
             page.map((row) => sql`(${row.node}, 0, ${Number(row.leaf_index)}, ${leafHash(row.leaf)})`),
-          )} on conflict do nothing`.execute(db)
+          )}`.execute(db)
           const last = page.at(-1)!
           after = { node: last.node, index: Number(last.leaf_index) }
         }
@@ -109,8 +107,8 @@ function migrations(dialect: BrowserDialect): Record<string, Migration> {
 const backfillLeavesPerPage = 4096
 
 class StaticMigrationProvider implements MigrationProvider {
-  readonly #dialect: BrowserDialect
-  constructor(dialect: BrowserDialect) {
+  readonly #dialect: Dialect
+  constructor(dialect: Dialect) {
     this.#dialect = dialect
   }
   async getMigrations(): Promise<Record<string, Migration>> {
@@ -119,7 +117,7 @@ class StaticMigrationProvider implements MigrationProvider {
 }
 
 /** Brings the schema up to date; safe to run at every start (applied versions are skipped). */
-export async function migrateBrowser(db: Kysely<unknown>, dialect: BrowserDialect): Promise<void> {
+export async function migrateBrowser(db: Kysely<unknown>, dialect: Dialect): Promise<void> {
   const migrator = new Migrator({
     db,
     provider: new StaticMigrationProvider(dialect),

@@ -18,7 +18,7 @@ const program = new Command('vmoney')
     'after',
     `
 Exit codes: 0 ok; 1 a check failed (rejected transaction, audit or proof failure); 2 bad usage or input;
-3 server unreachable; 4 the server refused the request; 5 local or unexpected failure.`,
+3 server (or database server) unreachable; 4 the server refused the request; 5 local or unexpected failure.`,
   )
 registerNodeCommands(program)
 registerBrowserCommand(program)

@@ -6,7 +6,7 @@ import { seedDemo } from '../node/demo.js'
 import { loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
 import { createLogger } from '../node/logger.js'
 import { startNode } from '../node/node.js'
-import { openDatabase, redactUrl } from '../node/storage/database.js'
+import { openDatabase } from '../node/storage/database.js'
 import { CliExit, exitCodes, print } from './output.js'
 import { configFrom, withSettings } from './settings.js'
 
@@ -16,6 +16,7 @@ const serverSettings: SettingName[] = [
   'port',
   'browserPort',
   'databaseUrl',
+  'databaseWaitMs',
   'browserDatabaseUrl',
   'browserNodes',
   'publishTo',
@@ -87,11 +88,16 @@ export function registerNodeCommands(program: Command): void {
   withSettings(program.command('migrate').description('apply database migrations and exit'), [
     'dataDir',
     'databaseUrl',
+    'databaseWaitMs',
   ]).action(async (options) => {
     const config = configFrom(options)
-    const database = await openDatabase(config.databaseUrl)
+    const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
     await database.close()
-    process.stdout.write(`migrated ${redactUrl(database.url)}\n`)
+    process.stdout.write(
+      database.migrated.length === 0
+        ? `${database.url}: the schema is up to date\n`
+        : `${database.url}: applied ${database.migrated.join(', ')}\n`,
+    )
   })
 
   withSettings(
@@ -99,10 +105,10 @@ export function registerNodeCommands(program: Command): void {
       .command('audit')
       .description("rebuild the ledger from the log alone and compare every account with the node's database")
       .option('--json', 'print the report as JSON'),
-    ['dataDir', 'databaseUrl', 'masterKey'],
+    ['dataDir', 'databaseUrl', 'databaseWaitMs', 'masterKey'],
   ).action(async (options) => {
     const config = configFrom(options)
-    const database = await openDatabase(config.databaseUrl)
+    const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
     try {
       const { identity } = await loadOrCreateIdentity(
         database.db,

@@ -7,7 +7,7 @@ export const exitCodes = {
   checkFailed: 1,
   /** Bad usage: unknown flag, missing argument, invalid value. */
   usage: 2,
-  /** The server could not be reached. */
+  /** The server (or the database server, at start) could not be reached. */
   unreachable: 3,
   /** The server refused the request (4xx problem). */
   refused: 4,
@@ -32,6 +32,10 @@ export function exitCodeOf(error: unknown): { code: number; message: string } {
   if (error instanceof CliExit) return { code: error.exitCode, message: error.message }
   if (error instanceof VmError) {
     if (error.code === 'node_unreachable') return { code: exitCodes.unreachable, message: error.message }
+    if (error.code === 'database_unreachable')
+      return { code: exitCodes.unreachable, message: `${error.code}: ${error.message}` }
+    if (error.code === 'database_refused' || error.code === 'database_url_unsupported')
+      return { code: exitCodes.usage, message: `${error.code}: ${error.message}` }
     if (error.status >= 400 && error.status < 500 && error.detail?.['requestId'] !== undefined) {
       return { code: exitCodes.refused, message: `refused (${error.code}): ${error.message}` }
     }

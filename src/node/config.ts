@@ -1,6 +1,7 @@
 import { resolve } from 'node:path'
 import { fromBase64Url } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
+import { databaseWaitMsDefault, dialectOf } from '../storage/connect.js'
 
 /** Every setting, its environment variable, default and meaning: the README's table is made from this. */
 export const settings = {
@@ -23,6 +24,12 @@ export const settings = {
     flag: 'database-url',
     default: '',
     help: 'database URL; default sqlite:<data dir>/node.db',
+  },
+  databaseWaitMs: {
+    env: 'VMONEY_DATABASE_WAIT_MS',
+    flag: 'database-wait-ms',
+    default: String(databaseWaitMsDefault),
+    help: 'how long a database server that does not answer at start is retried (with backoff) before the process exits',
   },
   masterKey: {
     env: 'VMONEY_MASTER_KEY',
@@ -82,6 +89,7 @@ export interface NodeConfig {
   readonly port: number
   readonly browserPort: number
   readonly databaseUrl: string
+  readonly databaseWaitMs: number
   readonly masterKey: string | undefined
   readonly browserDatabaseUrl: string
   readonly browserNodes: readonly FollowedNode[]
@@ -163,6 +171,15 @@ function rateLimit(text: string): number | undefined {
   return Number(text)
 }
 
+function milliseconds(name: string, text: string): number {
+  if (!/^\d{1,9}$/.test(text))
+    throw new VmError(
+      'config_invalid',
+      `${name} must be a whole number of milliseconds, got ${JSON.stringify(text)}`,
+    )
+  return Number(text)
+}
+
 function port(name: string, text: string): number {
   if (!/^\d{1,5}$/.test(text) || Number(text) > 65_535)
     throw new VmError('config_invalid', `${name} must be a port number 0-65535, got ${JSON.stringify(text)}`)
@@ -184,6 +201,10 @@ export function loadConfig(
       `${settings.logLevel.env} must be one of ${[...logLevels].join(', ')}`,
     )
   const databaseUrl = value('databaseUrl') || `sqlite:${resolve(dataDir, 'node.db')}`
+  const browserDatabaseUrl = value('browserDatabaseUrl') || `sqlite:${resolve(dataDir, 'browser.db')}`
+  // An unknown scheme is refused here, at once, before anything starts.
+  dialectOf(databaseUrl)
+  dialectOf(browserDatabaseUrl)
   const masterKey = value('masterKey')
   return {
     dataDir,
@@ -191,8 +212,9 @@ export function loadConfig(
     port: port(settings.port.env, value('port')),
     browserPort: port(settings.browserPort.env, value('browserPort')),
     databaseUrl,
+    databaseWaitMs: milliseconds(settings.databaseWaitMs.env, value('databaseWaitMs')),
     masterKey: masterKey === '' ? undefined : masterKey,
-    browserDatabaseUrl: value('browserDatabaseUrl') || `sqlite:${resolve(dataDir, 'browser.db')}`,
+    browserDatabaseUrl,
     browserNodes: followedNodes(value('browserNodes')),
     publishTo: list(value('publishTo'), settings.publishTo.env, publishTargetsMax).map((url) =>
       httpUrl(settings.publishTo.env, url),

@@ -16,7 +16,7 @@ import { hasIdentity, loadMasterKey, loadOrCreateIdentity, type NodeIdentity } f
 import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
 import { Publisher } from './publisher.js'
-import { type NodeDatabase, openDatabase, redactUrl } from './storage/database.js'
+import { type NodeDatabase, openDatabase } from './storage/database.js'
 
 /** How long a fresh node waits for its genesis block before it gives up starting. */
 export const genesisWaitMs = 30_000
@@ -36,9 +36,12 @@ export interface RunningNode {
 /** Starts a node: database, identity, pool, funnel and api, listening on host:port. */
 export async function startNode(config: NodeConfig, log: Logger): Promise<RunningNode> {
   mkdirSync(config.dataDir, { recursive: true, mode: 0o700 })
-  const database = await openDatabase(config.databaseUrl)
+  const database = await openDatabase(config.databaseUrl, {
+    waitMs: config.databaseWaitMs,
+    onRetry: (message, waitMs) => log.warn({ retryInMs: waitMs }, message),
+  })
   const { db } = database
-  log.info({ database: redactUrl(database.url) }, 'database ready')
+  log.info({ database: database.url, migrated: database.migrated }, 'database ready')
   const masterKey = loadMasterKey(config.masterKey, config.dataDir, !(await hasIdentity(db)))
   log.info(
     masterKey.source === 'environment'
@@ -72,7 +75,9 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     await pool.start()
     writer = await Writer.start(
       {
-        databaseUrl: database.url,
+        // The URL as configured: the database's own is shown without its password.
+        databaseUrl: config.databaseUrl,
+        databaseWaitMs: config.databaseWaitMs,
         identity,
         logLevel: config.logLevel,
         leafEncryption: config.leafEncryption,

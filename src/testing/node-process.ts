@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
+import { createTestDatabase } from './databases.js'
 
 export const vmoneyBin = fileURLToPath(new URL('../../../bin/vmoney.js', import.meta.url))
 export const nodeStartTimeoutMs = 30_000
@@ -55,7 +56,10 @@ async function spawnServer(
   return { child, url, output: () => output }
 }
 
-/** Runs `vmoney node` or `vmoney start` as a real process and resolves once it prints its node URL. */
+/**
+ * Runs `vmoney node` or `vmoney start` as a real process, on the node database of `dataDir` in the suite's
+ * dialect, and resolves once it prints its node URL.
+ */
 export async function spawnNode(
   command: 'node' | 'start',
   dataDir: string,
@@ -63,6 +67,7 @@ export async function spawnNode(
   env: NodeJS.ProcessEnv = {},
 ): Promise<{ child: ChildProcess; url: string; browserUrl: () => string | null; output: () => string }> {
   const args = [command, '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn']
+  args.push('--database-url', await createTestDatabase(dataDir))
   // `start` runs a block browser too: on a free port, so that several nodes can run side by side.
   if (command === 'start') args.push('--browser-port', String(await freePort()))
   const started = await spawnServer(args, 'node', env)

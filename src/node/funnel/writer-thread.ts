@@ -14,6 +14,7 @@ import { LeafSealing } from './leaf-sealing.js'
  */
 export interface WriterInit {
   readonly databaseUrl: string
+  readonly databaseWaitMs: number
   readonly identity: NodeIdentity
   readonly logLevel: string
   readonly leafEncryption: boolean
@@ -25,9 +26,10 @@ export type WriterRequest =
   | { readonly type: 'stop' }
 
 const port = parentPort!
-const { databaseUrl, identity, logLevel, leafEncryption, auditorKeys } = workerData as WriterInit
+const { databaseUrl, databaseWaitMs, identity, logLevel, leafEncryption, auditorKeys } =
+  workerData as WriterInit
 const log = createLogger(logLevel).child({ component: 'funnel' })
-const database = await openDatabase(databaseUrl)
+const database = await openDatabase(databaseUrl, { waitMs: databaseWaitMs })
 const funnel = new Funnel({
   db: database.db,
   identity,

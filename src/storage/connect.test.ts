@@ -1,0 +1,91 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { describe, test } from 'node:test'
+import { VmError } from '../protocol/errors.js'
+import { testDialect, testPostgresServer } from '../testing/databases.js'
+import { freePort, runCli } from '../testing/node-process.js'
+import { connect, dialectOf, redactUrl } from './connect.js'
+
+const refusedWith = (code: string) => (error: unknown) => error instanceof VmError && error.code === code
+
+describe('database URLs', () => {
+  test('sqlite: and postgres:// name their dialects; any other scheme is refused at once', () => {
+    assert.equal(dialectOf('sqlite:./data/node.db'), 'sqlite')
+    assert.equal(dialectOf('postgres://u@h/db'), 'postgres')
+    assert.equal(dialectOf('postgresql://u@h/db'), 'postgres')
+    assert.throws(
+      () => dialectOf('redis://u:secret@h/0'),
+      (error: unknown) => {
+        assert.ok(refusedWith('database_url_unsupported')(error))
+        assert.doesNotMatch((error as Error).message, /secret/, 'the password never shows')
+        return true
+      },
+    )
+  })
+
+  test('passwords are redacted', () => {
+    assert.equal(redactUrl('postgres://vm:s3cret@db:5432/node'), 'postgres://vm:***@db:5432/node')
+  })
+
+  test('the CLI names an unknown scheme and exits with the usage code, before starting anything', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-url-'))
+    try {
+      const result = await runCli(['node', '--data-dir', dataDir, '--database-url', 'oracle://db/node'])
+      assert.equal(result.code, 2, result.stderr)
+      assert.match(result.stderr, /database_url_unsupported: unsupported database URL "oracle:\/\/db\/node"/)
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('a database server that does not answer at start', () => {
+  test('is retried with growing waits for waitMs, then given up with the count of attempts', async () => {
+    const url = `postgres://postgres@127.0.0.1:${await freePort()}/none`
+    const waits: number[] = []
+    const started = Date.now()
+    await assert.rejects(
+      connect(url, { connectionsMax: 1, waitMs: 1_500, onRetry: (_message, waitMs) => waits.push(waitMs) }),
+      (error: unknown) => {
+        assert.ok(refusedWith('database_unreachable')(error), String(error))
+        assert.match((error as Error).message, /did not answer in 1500 ms \(\d+ attempts\)/)
+        return true
+      },
+    )
+    assert.ok(Date.now() - started < 5_000, 'the wait is bounded by waitMs')
+    assert.deepEqual(waits.slice(0, 2), [250, 500], 'the waits double')
+  })
+
+  test('the CLI exits with the unreachable code after the configured wait', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-url-'))
+    try {
+      const url = `postgres://postgres@127.0.0.1:${await freePort()}/none`
+      const args = ['migrate', '--data-dir', dataDir, '--database-url', url, '--database-wait-ms', '600']
+      const result = await runCli(args)
+      assert.equal(result.code, 3, result.stderr)
+      assert.match(result.stderr, /database_unreachable: PostgreSQL at .* did not answer in 600 ms/)
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('a PostgreSQL server that refuses the node', { skip: testDialect !== 'postgres' }, () => {
+  for (const [what, url] of [
+    ['an unknown role', `${testPostgresServer.replace('//postgres@', '//no_such_role@')}/postgres`],
+    ['a database that does not exist', `${testPostgresServer}/no_such_database_here`],
+  ] as const) {
+    test(`${what} is refused at once, not retried`, async () => {
+      const started = Date.now()
+      let retries = 0
+      await assert.rejects(
+        connect(url, { connectionsMax: 1, waitMs: 10_000, onRetry: () => retries++ }),
+        refusedWith('database_refused'),
+      )
+      assert.equal(retries, 0)
+      assert.ok(Date.now() - started < 5_000)
+    })
+  }
+})

@@ -1,0 +1,201 @@
+/**
+ * Connections to the databases a node and a block browser run on, chosen by URL: `sqlite:<file>` (the
+ * embedded default) or `postgres://...` (production). Each component applies its own migrations on the
+ * connection; what differs between dialects at connection time lives here and nowhere else.
+ */
+import { mkdirSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import SqliteDatabase from 'better-sqlite3'
+import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely'
+import pg from 'pg'
+import { VmError } from '../protocol/errors.js'
+
+export type Dialect = 'sqlite' | 'postgres'
+
+export interface Connection<Schema> {
+  readonly db: Kysely<Schema>
+  readonly dialect: Dialect
+  /** The URL without its password, for logs and errors. */
+  readonly url: string
+  /** The SQLite handle, for statements prepared once on hot paths; null on a server. */
+  readonly sqlite: SqliteDatabase.Database | null
+}
+
+export interface ConnectOptions {
+  /** Connections in a server's pool. */
+  readonly connectionsMax: number
+  /** How long a server that does not answer at start is tried again before giving up. */
+  readonly waitMs: number
+  /** Hears each failed attempt at start, before the wait that follows it. */
+  readonly onRetry?: (message: string, waitMs: number) => void
+  /** SQLite's own page cache and memory-mapped bytes; its defaults when absent. */
+  readonly sqliteCacheKiB?: number
+  readonly sqliteMmapBytes?: number
+}
+
+/** How long a writer waits for SQLite's lock held by another process (a CLI audit, a backup). */
+export const sqliteBusyTimeoutMs = 5_000
+export const postgresConnectTimeoutMs = 5_000
+/** No statement may hold a server connection longer than this. */
+export const postgresStatementTimeoutMs = 30_000
+/** Waits between attempts to reach a server at start: doubling from the first to the last. */
+export const connectRetryFirstMs = 250
+export const connectRetryLastMs = 4_000
+/** The default of `waitMs`: a server restarting with the node gets this long to come up. */
+export const databaseWaitMsDefault = 30_000
+
+/** The dialect a URL names; any other scheme is refused at once. */
+export function dialectOf(url: string): Dialect {
+  if (url.startsWith('sqlite:')) return 'sqlite'
+  if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return 'postgres'
+  throw new VmError(
+    'database_url_unsupported',
+    `unsupported database URL ${JSON.stringify(redactUrl(url))}: use sqlite:<file> or postgres://...`,
+    { status: 500 },
+  )
+}
+
+/** Database URLs may carry passwords; logs and errors show them without. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]+):([^@]+)@/, '//$1:***@')
+}
+
+export async function connect<Schema>(url: string, options: ConnectOptions): Promise<Connection<Schema>> {
+  return dialectOf(url) === 'sqlite'
+    ? connectSqlite<Schema>(url, options)
+    : connectPostgres<Schema>(url, options)
+}
+
+function connectSqlite<Schema>(url: string, options: ConnectOptions): Connection<Schema> {
+  const file = resolve(url.slice('sqlite:'.length).replace(/^\/\/(?=\/)/, ''))
+  mkdirSync(dirname(file), { recursive: true })
+  let sqlite: SqliteDatabase.Database
+  try {
+    sqlite = new SqliteDatabase(file, { timeout: sqliteBusyTimeoutMs })
+  } catch (error) {
+    throw new VmError(
+      'database_open_failed',
+      `cannot open SQLite database ${file}: ${(error as Error).message}`,
+      {
+        status: 500,
+        cause: error,
+      },
+    )
+  }
+  // WAL lets readers run beside the one writer; FULL syncs the WAL on every commit, so nothing
+  // acknowledged is lost when the machine loses power.
+  sqlite.pragma('journal_mode = WAL')
+  sqlite.pragma('synchronous = FULL')
+  sqlite.pragma('foreign_keys = ON')
+  if (options.sqliteMmapBytes !== undefined) sqlite.pragma(`mmap_size = ${options.sqliteMmapBytes}`)
+  if (options.sqliteCacheKiB !== undefined) sqlite.pragma(`cache_size = -${options.sqliteCacheKiB}`)
+  const db = new Kysely<Schema>({ dialect: new SqliteDialect({ database: sqlite }) })
+  return { db, dialect: 'sqlite', url: `sqlite:${file}`, sqlite }
+}
+
+const int8Oid = 20
+const numericOid = 1700
+
+/**
+ * bigint columns and counts are numbers here (every one a safe integer: positions, times, counts);
+ * NUMERIC stays a decimal string, as amounts are in code.
+ */
+const getTypeParser = ((oid: number, format?: 'text' | 'binary') => {
+  if (oid === int8Oid) return parseInt8
+  if (oid === numericOid) return (text: string) => text
+  return pg.types.getTypeParser(oid, format)
+}) as typeof pg.types.getTypeParser
+
+function parseInt8(text: string): number {
+  const value = Number(text)
+  if (!Number.isSafeInteger(value))
+    throw new VmError('internal', `${text} is not a safe integer`, { status: 500 })
+  return value
+}
+
+/**
+ * PostgreSQL error codes that no waiting cures: wrong credentials, a database that does not exist, a
+ * refused role. Anything else at start (a refused or timed-out connection, a server starting up) is tried
+ * again until `waitMs`.
+ */
+const permanentPostgresCodes = new Set(['28P01', '28000', '3D000', '42501'])
+
+async function connectPostgres<Schema>(url: string, options: ConnectOptions): Promise<Connection<Schema>> {
+  const redacted = redactUrl(url)
+  const pool = new pg.Pool({
+    connectionString: url,
+    max: options.connectionsMax,
+    connectionTimeoutMillis: postgresConnectTimeoutMs,
+    statement_timeout: postgresStatementTimeoutMs,
+    types: { getTypeParser },
+  })
+  // An idle connection that breaks (a server restart, a failover) must not crash the process; the next
+  // query takes a new one.
+  pool.on('error', () => {})
+  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
+  const giveUpAt = Date.now() + options.waitMs
+  let wait = connectRetryFirstMs
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await sql`select 1`.execute(db)
+      return { db, dialect: 'postgres', url: redacted, sqlite: null }
+    } catch (error) {
+      const code = (error as { code?: unknown }).code
+      const reason = (error as Error).message || String(code ?? error)
+      if (typeof code === 'string' && permanentPostgresCodes.has(code)) {
+        await db.destroy()
+        throw new VmError('database_refused', `PostgreSQL at ${redacted} refused the node: ${reason}`, {
+          status: 500,
+          cause: error,
+        })
+      }
+      if (Date.now() + wait > giveUpAt) {
+        await db.destroy()
+        throw new VmError(
+          'database_unreachable',
+          `PostgreSQL at ${redacted} did not answer in ${options.waitMs} ms (${attempt} attempts): ${reason}`,
+          { status: 503, cause: error },
+        )
+      }
+      options.onRetry?.(`PostgreSQL at ${redacted} did not answer: ${reason}`, wait)
+      await sleep(wait)
+      wait = Math.min(wait * 2, connectRetryLastMs)
+    }
+  }
+}
+
+/** How long a process waits for another one migrating the same SQLite file. */
+export const migrationLockWaitMs = 120_000
+
+/**
+ * Runs a migration so that two processes migrating one database at once are safe. On SQLite it runs in
+ * one IMMEDIATE transaction: the second process waits for the first, then finds nothing to do, and a
+ * migration that fails leaves nothing behind. On PostgreSQL Kysely's migrator holds an advisory lock and
+ * a transaction itself.
+ */
+export async function withMigrationLock<T>(
+  connection: Pick<Connection<unknown>, 'sqlite'>,
+  migrate: () => Promise<T>,
+): Promise<T> {
+  const { sqlite } = connection
+  if (sqlite === null) return migrate()
+  const giveUpAt = Date.now() + migrationLockWaitMs
+  for (;;) {
+    try {
+      // Waits up to the busy timeout for another process's lock; tried again until migrationLockWaitMs.
+      sqlite.exec('begin immediate')
+      break
+    } catch (error) {
+      if ((error as { code?: string }).code !== 'SQLITE_BUSY' || Date.now() > giveUpAt) throw error
+    }
+  }
+  try {
+    const result = await migrate()
+    sqlite.exec('commit')
+    return result
+  } catch (error) {
+    sqlite.exec('rollback')
+    throw error
+  }
+}
