@@ -4,8 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { after, before, test } from 'node:test'
 import type { DemoWorld } from '../src/node/demo.js'
-import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
 import { dropTestDatabase, testDatabaseArgs } from '../src/testing/databases.js'
+import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
 
 /** The README's walkthrough, as a new user runs it: `vmoney start`, then the CLI against it. */
 let dataDir: string

@@ -10,8 +10,8 @@ import { openDatabase } from '../src/node/storage/database.js'
 import { type BlockHeader, headerHash } from '../src/protocol/block.js'
 import { toBase64 } from '../src/protocol/encoding.js'
 import type { SignedTransaction } from '../src/protocol/transaction.js'
-import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
 import { dropTestDatabase, testDatabaseArgs, testDatabaseUrl } from '../src/testing/databases.js'
+import { exited, freePort, runCli, spawnNode } from '../src/testing/node-process.js'
 
 /** Bounds: a few kill rounds, each a short burst of load. */
 const killRounds = 3
