@@ -2,13 +2,11 @@ import type { Insertable, Kysely, Transaction } from 'kysely'
 import type { Block, BlockHeader, RawBlock } from '../protocol/block.js'
 import { VmError } from '../protocol/errors.js'
 import { Frontier, frontierNodeIds, type NodeId, type NodeWrite } from '../protocol/merkle.js'
+import { statementChunks } from '../storage/statements.js'
 import type { AlarmTable, BrowserSchema } from './schema.js'
 
 /** Everything the browser reads and writes, per followed node. One block is written in one transaction. */
 type Executor = Kysely<BrowserSchema> | Transaction<BrowserSchema>
-
-/** SQLite binds at most 32,766 parameters per statement (PostgreSQL 65,535): stay below with room. */
-export const parametersPerStatementMax = 30_000
 
 export interface StoredHeader {
   readonly header: BlockHeader
@@ -43,9 +41,7 @@ async function insertChunked<T extends keyof BrowserSchema & string>(
   if (rows.length === 0) return
   // biome-ignore lint/suspicious/noExplicitAny: Kysely's insert types cannot follow a table name parameter.
   const untyped = db as Kysely<any>
-  const rowsPerStatement = Math.floor(parametersPerStatementMax / Object.keys(rows[0]!).length)
-  for (let start = 0; start < rows.length; start += rowsPerStatement) {
-    const chunk = rows.slice(start, start + rowsPerStatement)
+  for (const chunk of statementChunks(rows, Object.keys(rows[0]!).length)) {
     await untyped
       .insertInto(table)
       .values(chunk as never)

@@ -1,5 +1,6 @@
 import type SqliteDatabase from 'better-sqlite3'
 import type { Kysely } from 'kysely'
+import { browserOnMysql } from '../node/config.js'
 import { VmError } from '../protocol/errors.js'
 import type { NodeId } from '../protocol/merkle.js'
 import {
@@ -7,6 +8,7 @@ import {
   connect,
   type Dialect,
   databaseWaitMsDefault,
+  dialectOf,
   withMigrationLock,
 } from '../storage/connect.js'
 import { readTreeNodes } from './browser-store.js'
@@ -38,6 +40,7 @@ export async function openBrowserDatabase(
   url: string,
   options: Partial<Pick<ConnectOptions, 'waitMs' | 'onRetry'>> = {},
 ): Promise<BrowserDatabase> {
+  if (dialectOf(url) === 'mysql') throw browserOnMysql(url)
   // Proofs read a few rows at random places in a large file: mapped pages cost no system call per read.
   const connection = await connect<BrowserSchema>(url, {
     connectionsMax: postgresConnectionsMax,

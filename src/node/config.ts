@@ -1,7 +1,7 @@
 import { resolve } from 'node:path'
 import { fromBase64Url } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
-import { databaseWaitMsDefault, dialectOf } from '../storage/connect.js'
+import { databaseWaitMsDefault, dialectOf, redactUrl } from '../storage/connect.js'
 
 /** Every setting, its environment variable, default and meaning: the README's table is made from this. */
 export const settings = {
@@ -186,6 +186,15 @@ function port(name: string, text: string): number {
   return Number(text)
 }
 
+/** The browser's tables are written for SQLite and PostgreSQL only. */
+export function browserOnMysql(url: string): VmError {
+  return new VmError(
+    'database_url_unsupported',
+    `the block browser keeps its log on sqlite:<file> or postgres://..., not ${JSON.stringify(redactUrl(url))}`,
+    { status: 500 },
+  )
+}
+
 /** Flags win over the environment, the environment over defaults. Validated once, here. */
 export function loadConfig(
   flags: Partial<Record<SettingName, string | undefined>>,
@@ -204,7 +213,7 @@ export function loadConfig(
   const browserDatabaseUrl = value('browserDatabaseUrl') || `sqlite:${resolve(dataDir, 'browser.db')}`
   // An unknown scheme is refused here, at once, before anything starts.
   dialectOf(databaseUrl)
-  dialectOf(browserDatabaseUrl)
+  if (dialectOf(browserDatabaseUrl) === 'mysql') throw browserOnMysql(browserDatabaseUrl)
   const masterKey = value('masterKey')
   return {
     dataDir,

@@ -4,15 +4,17 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
 import { VmError } from '../protocol/errors.js'
-import { testDialect, testPostgresServer } from '../testing/databases.js'
+import { testDialect, testMysqlServer, testPostgresServer } from '../testing/databases.js'
 import { freePort, runCli } from '../testing/node-process.js'
 import { connect, dialectOf, redactUrl } from './connect.js'
 
 const refusedWith = (code: string) => (error: unknown) => error instanceof VmError && error.code === code
 
 describe('database URLs', () => {
-  test('sqlite: and postgres:// name their dialects; any other scheme is refused at once', () => {
+  test('sqlite:, postgres:// and mysql:// name their dialects; any other scheme is refused at once', () => {
     assert.equal(dialectOf('sqlite:./data/node.db'), 'sqlite')
+    assert.equal(dialectOf('mysql://u@h/db'), 'mysql')
+    assert.equal(dialectOf('mariadb://u@h/db'), 'mysql')
     assert.equal(dialectOf('postgres://u@h/db'), 'postgres')
     assert.equal(dialectOf('postgresql://u@h/db'), 'postgres')
     assert.throws(
@@ -72,17 +74,25 @@ describe('a database server that does not answer at start', () => {
   })
 })
 
-describe('a PostgreSQL server that refuses the node', { skip: testDialect !== 'postgres' }, () => {
+describe(`a ${testDialect} server that refuses the node`, { skip: testDialect === 'sqlite' }, () => {
+  const server = testDialect === 'mysql' ? testMysqlServer : testPostgresServer
+  const admin = testDialect === 'mysql' ? 'root' : 'postgres'
   for (const [what, url] of [
-    ['an unknown role', `${testPostgresServer.replace('//postgres@', '//no_such_role@')}/postgres`],
-    ['a database that does not exist', `${testPostgresServer}/no_such_database_here`],
+    [
+      'an unknown user',
+      `${server.replace(`//${admin}@`, '//no_such_user@')}/${admin === 'root' ? 'mysql' : 'postgres'}`,
+    ],
+    ['a database that does not exist', `${server}/no_such_database_here`],
   ] as const) {
     test(`${what} is refused at once, not retried`, async () => {
       const started = Date.now()
       let retries = 0
       await assert.rejects(
         connect(url, { connectionsMax: 1, waitMs: 10_000, onRetry: () => retries++ }),
-        refusedWith('database_refused'),
+        (error: unknown) => {
+          assert.ok(refusedWith('database_refused')(error), String(error))
+          return true
+        },
       )
       assert.equal(retries, 0)
       assert.ok(Date.now() - started < 5_000)

@@ -1,17 +1,27 @@
 /**
  * Connections to the databases a node and a block browser run on, chosen by URL: `sqlite:<file>` (the
- * embedded default) or `postgres://...` (production). Each component applies its own migrations on the
- * connection; what differs between dialects at connection time lives here and nowhere else.
+ * embedded default), `postgres://...` (production) or `mysql://...` (MySQL and MariaDB; the node only).
+ * Each component applies its own migrations on the connection; what differs between dialects at
+ * connection time lives here and nowhere else.
  */
 import { mkdirSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import SqliteDatabase from 'better-sqlite3'
-import { Kysely, PostgresDialect, SqliteDialect, sql } from 'kysely'
+import {
+  Kysely,
+  MysqlAdapter,
+  MysqlDialect,
+  PostgresAdapter,
+  PostgresDialect,
+  SqliteDialect,
+  sql,
+} from 'kysely'
+import { createPool as createMysqlPool } from 'mysql2'
 import pg from 'pg'
 import { VmError } from '../protocol/errors.js'
 
-export type Dialect = 'sqlite' | 'postgres'
+export type Dialect = 'sqlite' | 'postgres' | 'mysql'
 
 export interface Connection<Schema> {
   readonly db: Kysely<Schema>
@@ -36,7 +46,8 @@ export interface ConnectOptions {
 
 /** How long a writer waits for SQLite's lock held by another process (a CLI audit, a backup). */
 export const sqliteBusyTimeoutMs = 5_000
-export const postgresConnectTimeoutMs = 5_000
+/** How long one attempt to connect to a server may take. */
+export const serverConnectTimeoutMs = 5_000
 /** No statement may hold a server connection longer than this. */
 export const postgresStatementTimeoutMs = 30_000
 /** Waits between attempts to reach a server at start: doubling from the first to the last. */
@@ -49,9 +60,10 @@ export const databaseWaitMsDefault = 30_000
 export function dialectOf(url: string): Dialect {
   if (url.startsWith('sqlite:')) return 'sqlite'
   if (url.startsWith('postgres://') || url.startsWith('postgresql://')) return 'postgres'
+  if (url.startsWith('mysql://') || url.startsWith('mariadb://')) return 'mysql'
   throw new VmError(
     'database_url_unsupported',
-    `unsupported database URL ${JSON.stringify(redactUrl(url))}: use sqlite:<file> or postgres://...`,
+    `unsupported database URL ${JSON.stringify(redactUrl(url))}: use sqlite:<file>, postgres://... or mysql://...`,
     { status: 500 },
   )
 }
@@ -62,9 +74,11 @@ export function redactUrl(url: string): string {
 }
 
 export async function connect<Schema>(url: string, options: ConnectOptions): Promise<Connection<Schema>> {
-  return dialectOf(url) === 'sqlite'
-    ? connectSqlite<Schema>(url, options)
-    : connectPostgres<Schema>(url, options)
+  const dialect = dialectOf(url)
+  if (dialect === 'sqlite') return connectSqlite<Schema>(url, options)
+  const db = dialect === 'postgres' ? postgresKysely<Schema>(url, options) : mysqlKysely<Schema>(url, options)
+  await untilAnswered(db as Kysely<unknown>, dialect, redactUrl(url), options)
+  return { db, dialect, url: redactUrl(url), sqlite: null }
 }
 
 function connectSqlite<Schema>(url: string, options: ConnectOptions): Connection<Schema> {
@@ -115,37 +129,69 @@ function parseInt8(text: string): number {
 }
 
 /**
- * PostgreSQL error codes that no waiting cures: wrong credentials, a database that does not exist, a
- * refused role. Anything else at start (a refused or timed-out connection, a server starting up) is tried
- * again until `waitMs`.
+ * Server errors that no waiting cures: wrong credentials, a database that does not exist, a refused role
+ * (PostgreSQL's SQLSTATEs, MySQL's error names). Anything else at start (a refused or timed-out
+ * connection, a server starting up) is tried again until `waitMs`.
  */
-const permanentPostgresCodes = new Set(['28P01', '28000', '3D000', '42501'])
+const permanentCodes = new Set([
+  '28P01',
+  '28000',
+  '3D000',
+  '42501',
+  'ER_ACCESS_DENIED_ERROR',
+  'ER_DBACCESS_DENIED_ERROR',
+  'ER_BAD_DB_ERROR',
+])
 
-async function connectPostgres<Schema>(url: string, options: ConnectOptions): Promise<Connection<Schema>> {
-  const redacted = redactUrl(url)
+function postgresKysely<Schema>(url: string, options: ConnectOptions): Kysely<Schema> {
   const pool = new pg.Pool({
     connectionString: url,
     max: options.connectionsMax,
-    connectionTimeoutMillis: postgresConnectTimeoutMs,
+    connectionTimeoutMillis: serverConnectTimeoutMs,
     statement_timeout: postgresStatementTimeoutMs,
     types: { getTypeParser },
   })
   // An idle connection that breaks (a server restart, a failover) must not crash the process; the next
   // query takes a new one.
   pool.on('error', () => {})
-  const db = new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
+  return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
+}
+
+function mysqlKysely<Schema>(url: string, options: ConnectOptions): Kysely<Schema> {
+  const pool = createMysqlPool({
+    uri: url.replace(/^mariadb:/, 'mysql:'),
+    connectionLimit: options.connectionsMax,
+    connectTimeout: serverConnectTimeoutMs,
+    charset: 'utf8mb4',
+    // BIGINT as numbers (every one a safe integer here), DECIMAL amounts as exact strings.
+    supportBigNumbers: true,
+    bigNumberStrings: false,
+    decimalNumbers: false,
+    timezone: 'Z',
+  })
+  return new Kysely<Schema>({ dialect: new MysqlDialect({ pool }) })
+}
+
+/** Tries the server until it answers, `waitMs` at most, with doubling waits; refusals end it at once. */
+async function untilAnswered(
+  db: Kysely<unknown>,
+  dialect: Dialect,
+  shown: string,
+  options: ConnectOptions,
+): Promise<void> {
+  const server = dialect === 'postgres' ? 'PostgreSQL' : 'MySQL'
   const giveUpAt = Date.now() + options.waitMs
   let wait = connectRetryFirstMs
   for (let attempt = 1; ; attempt++) {
     try {
       await sql`select 1`.execute(db)
-      return { db, dialect: 'postgres', url: redacted, sqlite: null }
+      return
     } catch (error) {
       const code = (error as { code?: unknown }).code
       const reason = (error as Error).message || String(code ?? error)
-      if (typeof code === 'string' && permanentPostgresCodes.has(code)) {
+      if (typeof code === 'string' && permanentCodes.has(code)) {
         await db.destroy()
-        throw new VmError('database_refused', `PostgreSQL at ${redacted} refused the node: ${reason}`, {
+        throw new VmError('database_refused', `${server} at ${shown} refused the connection: ${reason}`, {
           status: 500,
           cause: error,
         })
@@ -154,15 +200,23 @@ async function connectPostgres<Schema>(url: string, options: ConnectOptions): Pr
         await db.destroy()
         throw new VmError(
           'database_unreachable',
-          `PostgreSQL at ${redacted} did not answer in ${options.waitMs} ms (${attempt} attempts): ${reason}`,
+          `${server} at ${shown} did not answer in ${options.waitMs} ms (${attempt} attempts): ${reason}`,
           { status: 503, cause: error },
         )
       }
-      options.onRetry?.(`PostgreSQL at ${redacted} did not answer: ${reason}`, wait)
+      options.onRetry?.(`${server} at ${shown} did not answer: ${reason}`, wait)
       await sleep(wait)
       wait = Math.min(wait * 2, connectRetryLastMs)
     }
   }
+}
+
+/** The dialect behind a Kysely instance or one of its transactions, for the few statements that differ. */
+export function dialectOfDb(db: Kysely<never> | Kysely<any>): Dialect {
+  const { adapter } = db.getExecutor()
+  if (adapter instanceof MysqlAdapter) return 'mysql'
+  if (adapter instanceof PostgresAdapter) return 'postgres'
+  return 'sqlite'
 }
 
 /** How long a process waits for another one migrating the same SQLite file. */

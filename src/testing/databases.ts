@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto'
 import { join } from 'node:path'
+import mysql from 'mysql2/promise'
 import pg from 'pg'
 import type { Dialect } from '../storage/connect.js'
 
@@ -8,15 +9,43 @@ import type { Dialect } from '../storage/connect.js'
  * test runner for each dialect it runs the suite against.
  */
 export const testDialect: Dialect = dialectFromEnvironment(process.env.VMONEY_TEST_DIALECT)
-/** The PostgreSQL server of the postgres run, without a database name. */
+/** The servers of the postgres and mysql runs, without a database name. */
 export const testPostgresServer = process.env.VMONEY_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432'
+export const testMysqlServer = process.env.VMONEY_TEST_MYSQL_URL ?? 'mysql://root@127.0.0.1:3306'
 /** Databases this run creates start with this, so that the runner can drop what a killed test left. */
 export const testDatabasePrefix = process.env.VMONEY_TEST_DATABASE_PREFIX ?? 'vmoney_test_'
 
 function dialectFromEnvironment(value: string | undefined): Dialect {
   if (value === undefined || value === '' || value === 'sqlite') return 'sqlite'
-  if (value === 'postgres') return 'postgres'
-  throw new Error(`VMONEY_TEST_DIALECT must be sqlite or postgres, got ${JSON.stringify(value)}`)
+  if (value === 'postgres' || value === 'mysql') return value
+  throw new Error(`VMONEY_TEST_DIALECT must be sqlite, postgres or mysql, got ${JSON.stringify(value)}`)
+}
+
+/** Runs statements on a database server as its administrator (`postgres` or `mysql`). */
+export async function onTestServer(
+  dialect: Exclude<Dialect, 'sqlite'>,
+  statements: (run: (statement: string, values?: unknown[]) => Promise<unknown[]>) => Promise<void>,
+  connectTimeoutMs = 10_000,
+): Promise<void> {
+  if (dialect === 'postgres') {
+    const client = new pg.Client({
+      connectionString: `${testPostgresServer}/postgres`,
+      connectionTimeoutMillis: connectTimeoutMs,
+    })
+    await client.connect()
+    try {
+      await statements(async (statement, values) => (await client.query(statement, values)).rows)
+    } finally {
+      await client.end()
+    }
+    return
+  }
+  const connection = await mysql.createConnection({ uri: testMysqlServer, connectTimeout: connectTimeoutMs })
+  try {
+    await statements(async (statement, values) => (await connection.query(statement, values))[0] as unknown[])
+  } finally {
+    await connection.end()
+  }
 }
 
 /** The name of the server database of a test node keeping its files in `dataDir`. */
@@ -27,29 +56,24 @@ function databaseName(dataDir: string): string {
 /** The URL of the node database of a test node keeping its files in `dataDir` (see createTestDatabase). */
 export function testDatabaseUrl(dataDir: string): string {
   if (testDialect === 'sqlite') return `sqlite:${join(dataDir, 'node.db')}`
-  return `${testPostgresServer}/${databaseName(dataDir)}`
-}
-
-async function withAdmin<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({ connectionString: `${testPostgresServer}/postgres` })
-  await client.connect()
-  try {
-    return await run(client)
-  } finally {
-    await client.end()
-  }
+  const server = testDialect === 'postgres' ? testPostgresServer : testMysqlServer
+  return `${server}/${databaseName(dataDir)}`
 }
 
 /** Creates the node database of `dataDir` on the test server (a file needs nothing) and returns its URL. */
 export async function createTestDatabase(dataDir: string): Promise<string> {
   if (testDialect === 'postgres') {
-    await withAdmin(async (client) => {
+    await onTestServer('postgres', async (run) => {
       try {
-        await client.query(`create database ${databaseName(dataDir)}`)
+        await run(`create database ${databaseName(dataDir)}`)
       } catch (error) {
         // 42P04: it exists already, as when a test starts the same node again.
         if ((error as { code?: string }).code !== '42P04') throw error
       }
+    })
+  } else if (testDialect === 'mysql') {
+    await onTestServer('mysql', async (run) => {
+      await run(`create database if not exists ${databaseName(dataDir)} character set utf8mb4`)
     })
   }
   return testDatabaseUrl(dataDir)
@@ -57,8 +81,15 @@ export async function createTestDatabase(dataDir: string): Promise<string> {
 
 /** Drops the node database of `dataDir` from the test server; the file goes with the directory. */
 export async function dropTestDatabase(dataDir: string): Promise<void> {
-  if (testDialect !== 'postgres') return
-  await withAdmin((client) => client.query(`drop database if exists ${databaseName(dataDir)} with (force)`))
+  if (testDialect === 'sqlite') return
+  const name = databaseName(dataDir)
+  await onTestServer(testDialect, async (run) => {
+    await run(
+      testDialect === 'postgres'
+        ? `drop database if exists ${name} with (force)`
+        : `drop database if exists ${name}`,
+    )
+  })
 }
 
 /** `--database-url` for a `vmoney` command run on the node database of `dataDir`. */

@@ -1,17 +1,17 @@
 /**
- * `npm test`: the whole suite once per database dialect, SQLite always and PostgreSQL when its server
- * answers (VMONEY_TEST_POSTGRES_URL, default the local one). A dialect that cannot run is named, with the
- * reason; `VMONEY_TEST_DIALECTS=sqlite,postgres` (as CI sets it) makes that a failure. Arguments, if any,
+ * `npm test`: the whole suite once per database dialect: SQLite always, PostgreSQL and MySQL (or MariaDB)
+ * when their servers answer (VMONEY_TEST_POSTGRES_URL, VMONEY_TEST_MYSQL_URL; by default the local ones,
+ * as administrators). A dialect that cannot run is named, with the reason;
+ * `VMONEY_TEST_DIALECTS=sqlite,postgres,mysql` (as CI sets it) makes that a failure. Arguments, if any,
  * are the test files or folders to run instead of all of them.
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import pg from 'pg'
 import type { Dialect } from '../storage/connect.js'
+import { onTestServer, testMysqlServer, testPostgresServer } from './databases.js'
 
-const dialects: readonly Dialect[] = ['sqlite', 'postgres']
-const postgresServer = process.env.VMONEY_TEST_POSTGRES_URL ?? 'postgres://postgres@127.0.0.1:5432'
-const postgresProbeTimeoutMs = 3_000
+const dialects: readonly Dialect[] = ['sqlite', 'postgres', 'mysql']
+const serverProbeTimeoutMs = 3_000
 /** Test files run two at a time (the machine's cores); none may run longer than this. */
 const testConcurrency = 2
 const testTimeoutMs = 300_000
@@ -25,38 +25,35 @@ function required(): Set<string> {
   return new Set(listed)
 }
 
-async function withServer<T>(run: (client: pg.Client) => Promise<T>): Promise<T> {
-  const client = new pg.Client({
-    connectionString: `${postgresServer}/postgres`,
-    connectionTimeoutMillis: postgresProbeTimeoutMs,
-  })
-  await client.connect()
-  try {
-    return await run(client)
-  } finally {
-    await client.end()
-  }
-}
-
 /** Why the dialect cannot run here, or null when it can. */
 async function unavailable(dialect: Dialect): Promise<string | null> {
   if (dialect === 'sqlite') return null
+  const [server, variable] =
+    dialect === 'postgres'
+      ? [testPostgresServer, 'VMONEY_TEST_POSTGRES_URL']
+      : [testMysqlServer, 'VMONEY_TEST_MYSQL_URL']
   try {
-    await withServer((client) => client.query('select 1'))
+    await onTestServer(dialect, async (run) => void (await run('select 1')), serverProbeTimeoutMs)
     return null
   } catch (error) {
-    return `no PostgreSQL server answers at ${postgresServer} (${(error as Error).message}); set VMONEY_TEST_POSTGRES_URL`
+    return `no ${dialect} server answers at ${server} (${(error as Error).message}); set ${variable}`
   }
 }
 
 /** Drops the databases a run's tests left behind (a test killed midway cannot drop its own). */
-async function dropLeftovers(prefix: string): Promise<void> {
-  await withServer(async (client) => {
-    const { rows } = await client.query<{ datname: string }>(
-      'select datname from pg_database where starts_with(datname, $1)',
-      [prefix],
-    )
-    for (const { datname } of rows) await client.query(`drop database if exists "${datname}" with (force)`)
+async function dropLeftovers(dialect: Exclude<Dialect, 'sqlite'>, prefix: string): Promise<void> {
+  await onTestServer(dialect, async (run) => {
+    const listing =
+      dialect === 'postgres'
+        ? 'select datname as name from pg_database where starts_with(datname, $1)'
+        : `select schema_name as name from information_schema.schemata where left(schema_name, ${prefix.length}) = ?`
+    const rows = (await run(listing, [prefix])) as { name: string }[]
+    for (const { name } of rows)
+      await run(
+        dialect === 'postgres'
+          ? `drop database if exists "${name}" with (force)`
+          : `drop database if exists \`${name}\``,
+      )
   })
 }
 
@@ -87,7 +84,7 @@ async function main(): Promise<number> {
     process.stdout.write(`\n# the suite on ${dialect}\n`)
     const prefix = `vmoney_test_${randomBytes(4).toString('hex')}_`
     const code = await runSuite(dialect, prefix, paths)
-    if (dialect === 'postgres') await dropLeftovers(prefix)
+    if (dialect !== 'sqlite') await dropLeftovers(dialect, prefix)
     summary.push(`${dialect}: ${code === 0 ? 'passed' : `FAILED (exit code ${code})`}`)
     if (code !== 0) failed = true
   }

@@ -1,6 +1,6 @@
 import type { Insertable, Kysely, Selectable, Transaction } from 'kysely'
 import type { AccountFlag, DeviceKey, KycStatus, Person, Role } from '../../protocol/transaction.js'
-import { insertRows, parametersPerStatementMax } from '../storage/batch-insert.js'
+import { insertRows } from '../storage/batch-insert.js'
 import type {
   AccountTable,
   Database,
@@ -234,14 +234,7 @@ export async function writeLedgerChanges(trx: Executor, changes: LedgerChanges):
   )
   // A view's accounts never change; a revoked view comes again and finds its rows already there.
   const viewAccounts = changes.views.flatMap((v) => v.accounts.map((account) => ({ account, view_id: v.id })))
-  const rowsPerStatement = parametersPerStatementMax / 2
-  for (let start = 0; start < viewAccounts.length; start += rowsPerStatement) {
-    await trx
-      .insertInto('ledger_view_accounts')
-      .values(viewAccounts.slice(start, start + rowsPerStatement))
-      .onConflict((conflict) => conflict.doNothing())
-      .execute()
-  }
+  await insertRows(trx, 'ledger_view_accounts', viewAccounts, ['account', 'view_id'])
   await insertRows(
     trx,
     'ledger_entries',

@@ -12,8 +12,13 @@ type ColumnType = Expression<unknown>
 interface ColumnTypes {
   /** Positions, heights, times in ms and counts: 64-bit. */
   readonly integer: ColumnType
-  /** Text compared byte by byte (as SQLite does), so that ordering and cursors agree on every dialect. */
-  readonly text: ColumnType
+  /**
+   * Identifiers and short names, indexed and compared byte by byte (as SQLite does), so that ordering and
+   * cursors agree on every dialect. None is longer than 255 characters (the protocol's patterns).
+   */
+  readonly key: ColumnType
+  /** Text of any length: signed transactions, leaves, JSON documents. */
+  readonly document: ColumnType
   readonly bytes: ColumnType
   /** Amounts in minor units, exact up to 128 bits (39 digits), signed. */
   readonly amount: ColumnType
@@ -31,7 +36,8 @@ function columnTypes(dialect: Dialect): ColumnTypes {
   if (dialect === 'postgres') {
     return {
       integer: sql`bigint`,
-      text: sql`text collate "C"`,
+      key: sql`text collate "C"`,
+      document: sql`text`,
       bytes: sql`bytea`,
       amount: sql`numeric(40, 0)`,
       serial: sql`bigserial`,
@@ -39,9 +45,21 @@ function columnTypes(dialect: Dialect): ColumnTypes {
     }
   }
   // SQLite has no 128-bit integers: amounts are decimal text there, exact all the same.
+  if (dialect === 'mysql') {
+    return {
+      integer: sql`bigint`,
+      key: sql`varchar(255) character set utf8mb4 collate utf8mb4_bin`,
+      document: sql`longtext character set utf8mb4 collate utf8mb4_bin`,
+      bytes: sql`longblob`,
+      amount: sql`decimal(40, 0)`,
+      serial: sql`bigint auto_increment`,
+      keyed: sql``,
+    }
+  }
   return {
     integer: sql`integer`,
-    text: sql`text`,
+    key: sql`text`,
+    document: sql`text`,
     bytes: sql`blob`,
     amount: sql`text`,
     serial: sql`integer`,
@@ -50,54 +68,54 @@ function columnTypes(dialect: Dialect): ColumnTypes {
 }
 
 function migrations(dialect: Dialect): Record<string, Migration> {
-  const { integer, text, bytes, amount, serial, keyed } = columnTypes(dialect)
+  const { integer, key, document, bytes, amount, serial, keyed } = columnTypes(dialect)
   return {
     '0001-core': {
       async up(db: Kysely<unknown>) {
         await db.schema
           .createTable('pool')
           .addColumn('seq', serial, (c) => c.primaryKey())
-          .addColumn('id', text, (c) => c.notNull().unique())
-          .addColumn('content_hash', text, (c) => c.notNull())
-          .addColumn('signed', text, (c) => c.notNull())
-          .addColumn('type', text, (c) => c.notNull())
-          .addColumn('signer', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.notNull().unique())
+          .addColumn('content_hash', key, (c) => c.notNull())
+          .addColumn('signed', document, (c) => c.notNull())
+          .addColumn('type', key, (c) => c.notNull())
+          .addColumn('signer', key, (c) => c.notNull())
           .addColumn('linked', integer, (c) => c.notNull())
-          .addColumn('status', text, (c) => c.notNull())
+          .addColumn('status', key, (c) => c.notNull())
           .addColumn('code', integer)
-          .addColumn('code_name', text)
+          .addColumn('code_name', key)
           .addColumn('block_height', integer)
           .addColumn('received_at', integer, (c) => c.notNull())
           .addColumn('decided_at', integer)
           .execute()
         // Only undecided rows are indexed: the funnel finds them at start without scanning the decided past.
-        await db.schema
-          .createIndex('pool_pending')
-          .on('pool')
-          .column('seq')
-          .where(sql.ref('status'), '=', 'pending')
-          .execute()
+        // MySQL has no partial indexes: there the status leads the index, which serves the same query.
+        const pending = db.schema.createIndex('pool_pending').on('pool')
+        await (dialect === 'mysql'
+          ? pending.columns(['status', 'seq'])
+          : pending.column('seq').where(sql.ref('status'), '=', 'pending')
+        ).execute()
         await db.schema.createIndex('pool_content_hash').on('pool').column('content_hash').execute()
 
         await db.schema
           .createTable('chain_blocks')
           .addColumn('height', integer, (c) => c.primaryKey())
-          .addColumn('header', text, (c) => c.notNull())
-          .addColumn('header_hash', text, (c) => c.notNull().unique())
-          .addColumn('signature', text, (c) => c.notNull())
-          .addColumn('checkpoint', text, (c) => c.notNull())
+          .addColumn('header', document, (c) => c.notNull())
+          .addColumn('header_hash', key, (c) => c.notNull().unique())
+          .addColumn('signature', document, (c) => c.notNull())
+          .addColumn('checkpoint', document, (c) => c.notNull())
           .addColumn('first_leaf', integer, (c) => c.notNull())
           .addColumn('leaf_count', integer, (c) => c.notNull())
           .addColumn('log_size', integer, (c) => c.notNull())
-          .addColumn('log_root', text, (c) => c.notNull())
+          .addColumn('log_root', key, (c) => c.notNull())
           .addColumn('time', integer, (c) => c.notNull())
           .execute()
         await db.schema
           .createTable('chain_leaves')
           .addColumn('leaf_index', integer, (c) => c.primaryKey())
           .addColumn('block_height', integer, (c) => c.notNull())
-          .addColumn('transaction_id', text, (c) => c.notNull().unique())
-          .addColumn('leaf', text, (c) => c.notNull())
+          .addColumn('transaction_id', key, (c) => c.notNull().unique())
+          .addColumn('leaf', document, (c) => c.notNull())
           .execute()
         await db.schema
           .createTable('chain_nodes')
@@ -110,18 +128,18 @@ function migrations(dialect: Dialect): Record<string, Migration> {
 
         await db.schema
           .createTable('ledger_persons')
-          .addColumn('id', text, (c) => c.primaryKey())
-          .addColumn('kind', text, (c) => c.notNull())
-          .addColumn('person', text, (c) => c.notNull())
-          .addColumn('roles', text, (c) => c.notNull())
-          .addColumn('kyc', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('kind', key, (c) => c.notNull())
+          .addColumn('person', document, (c) => c.notNull())
+          .addColumn('roles', document, (c) => c.notNull())
+          .addColumn('kyc', document, (c) => c.notNull())
           .addColumn('created_leaf', integer, (c) => c.notNull())
           .execute()
         await db.schema
           .createTable('ledger_keys')
-          .addColumn('key_id', text, (c) => c.primaryKey())
-          .addColumn('person_id', text, (c) => c.notNull())
-          .addColumn('device_key', text, (c) => c.notNull())
+          .addColumn('key_id', key, (c) => c.primaryKey())
+          .addColumn('person_id', key, (c) => c.notNull())
+          .addColumn('device_key', document, (c) => c.notNull())
           .addColumn('revoked', integer, (c) => c.notNull())
           .addColumn('added_leaf', integer, (c) => c.notNull())
           .addColumn('revoked_leaf', integer)
@@ -129,18 +147,18 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('ledger_keys_person').on('ledger_keys').column('person_id').execute()
         await db.schema
           .createTable('ledger_assets')
-          .addColumn('id', text, (c) => c.primaryKey())
-          .addColumn('issuer', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('issuer', key, (c) => c.notNull())
           .addColumn('scale', integer, (c) => c.notNull())
-          .addColumn('name', text, (c) => c.notNull())
+          .addColumn('name', document, (c) => c.notNull())
           .addColumn('created_leaf', integer, (c) => c.notNull())
           .execute()
         await db.schema
           .createTable('ledger_accounts')
-          .addColumn('id', text, (c) => c.primaryKey())
-          .addColumn('owner', text, (c) => c.notNull())
-          .addColumn('asset', text, (c) => c.notNull())
-          .addColumn('flags', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('owner', key, (c) => c.notNull())
+          .addColumn('asset', key, (c) => c.notNull())
+          .addColumn('flags', document, (c) => c.notNull())
           .addColumn('issuance_limit', amount)
           .addColumn('debits_pending', amount, (c) => c.notNull())
           .addColumn('debits_posted', amount, (c) => c.notNull())
@@ -152,35 +170,35 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('ledger_accounts_owner').on('ledger_accounts').column('owner').execute()
         await db.schema
           .createTable('ledger_transfers')
-          .addColumn('id', text, (c) => c.primaryKey())
-          .addColumn('debit', text, (c) => c.notNull())
-          .addColumn('credit', text, (c) => c.notNull())
-          .addColumn('asset', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('debit', key, (c) => c.notNull())
+          .addColumn('credit', key, (c) => c.notNull())
+          .addColumn('asset', key, (c) => c.notNull())
           .addColumn('amount', amount, (c) => c.notNull())
-          .addColumn('state', text, (c) => c.notNull())
+          .addColumn('state', key, (c) => c.notNull())
           .addColumn('expires_at', integer)
           .addColumn('posted_amount', amount)
-          .addColumn('memo', text)
+          .addColumn('memo', document)
           .addColumn('leaf', integer, (c) => c.notNull())
           .addColumn('time', integer, (c) => c.notNull())
           .modifyEnd(keyed)
           .execute()
-        // The funnel loads the two-phase transfers at start; single-phase ones stay out of this index.
-        await db.schema
-          .createIndex('ledger_transfers_two_phase')
-          .on('ledger_transfers')
-          .column('id')
-          .where(sql.ref('expires_at'), 'is not', null)
-          .execute()
+        // The funnel loads the two-phase transfers at start; single-phase ones stay out of this index (on
+        // MySQL, without partial indexes, they sort first under their null expiry).
+        const twoPhase = db.schema.createIndex('ledger_transfers_two_phase').on('ledger_transfers')
+        await (dialect === 'mysql'
+          ? twoPhase.columns(['expires_at', 'id'])
+          : twoPhase.column('id').where(sql.ref('expires_at'), 'is not', null)
+        ).execute()
         await db.schema
           .createTable('ledger_entries')
           .addColumn('seq', serial, (c) => c.primaryKey())
-          .addColumn('account', text, (c) => c.notNull())
+          .addColumn('account', key, (c) => c.notNull())
           .addColumn('leaf', integer, (c) => c.notNull())
-          .addColumn('transaction_id', text, (c) => c.notNull())
-          .addColumn('transfer_id', text, (c) => c.notNull())
-          .addColumn('kind', text, (c) => c.notNull())
-          .addColumn('phase', text, (c) => c.notNull())
+          .addColumn('transaction_id', key, (c) => c.notNull())
+          .addColumn('transfer_id', key, (c) => c.notNull())
+          .addColumn('kind', key, (c) => c.notNull())
+          .addColumn('phase', key, (c) => c.notNull())
           .addColumn('amount', amount, (c) => c.notNull())
           .addColumn('time', integer, (c) => c.notNull())
           .execute()
@@ -192,8 +210,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
 
         await db.schema
           .createTable('node_settings')
-          .addColumn('name', text, (c) => c.primaryKey())
-          .addColumn('value', text, (c) => c.notNull())
+          .addColumn('name', key, (c) => c.primaryKey())
+          .addColumn('value', document, (c) => c.notNull())
           .addColumn('updated_at', integer, (c) => c.notNull())
           .execute()
       },
@@ -207,10 +225,10 @@ function migrations(dialect: Dialect): Record<string, Migration> {
       async up(db: Kysely<unknown>) {
         await db.schema
           .createTable('ledger_views')
-          .addColumn('id', text, (c) => c.primaryKey())
-          .addColumn('grantor', text, (c) => c.notNull())
-          .addColumn('grantee', text)
-          .addColumn('accounts', text, (c) => c.notNull())
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('grantor', key, (c) => c.notNull())
+          .addColumn('grantee', key)
+          .addColumn('accounts', document, (c) => c.notNull())
           .addColumn('from_time', integer, (c) => c.notNull())
           .addColumn('until_time', integer, (c) => c.notNull())
           .addColumn('revoked', integer, (c) => c.notNull())
@@ -221,8 +239,8 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         await db.schema.createIndex('ledger_views_grantee').on('ledger_views').column('grantee').execute()
         await db.schema
           .createTable('ledger_view_accounts')
-          .addColumn('account', text, (c) => c.notNull())
-          .addColumn('view_id', text, (c) => c.notNull())
+          .addColumn('account', key, (c) => c.notNull())
+          .addColumn('view_id', key, (c) => c.notNull())
           .addPrimaryKeyConstraint('ledger_view_accounts_pk', ['account', 'view_id'])
           .modifyEnd(keyed)
           .execute()
