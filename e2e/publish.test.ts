@@ -10,6 +10,7 @@ import { loadConfig } from '../src/node/config.js'
 import { createLogger } from '../src/node/logger.js'
 import { type RunningNode, startNode } from '../src/node/node.js'
 import { toBase64Url } from '../src/protocol/encoding.js'
+import { createTestDatabase, dropTestDatabase } from '../src/testing/databases.js'
 import { freePort } from '../src/testing/node-process.js'
 
 /** Publication (seed 000 F6): every block reaches the browser, whichever side was down or restarted. */
@@ -22,6 +23,7 @@ let browser: RunningBrowser | null = null
 after(async () => {
   await browser?.close()
   await node?.close()
+  await dropTestDatabase(dataDir)
   rmSync(dataDir, { recursive: true, force: true })
 })
 
@@ -60,7 +62,11 @@ async function someBlocks(url: string, count: number): Promise<void> {
 test('a browser that was down catches up, and every later block is pushed to it, across restarts', async () => {
   const browserPort = await freePort()
   const browserUrl = `http://127.0.0.1:${browserPort}`
-  const config = loadConfig({ dataDir, port: '0', logLevel: 'silent', publishTo: browserUrl }, {})
+  const databaseUrl = await createTestDatabase(dataDir)
+  const config = loadConfig(
+    { dataDir, databaseUrl, port: '0', logLevel: 'silent', publishTo: browserUrl },
+    {},
+  )
   node = await startNode(config, log)
   // The browser is not running yet: the node keeps committing, and retries publishing with backoff.
   await someBlocks(node.url, 3)

@@ -1,6 +1,9 @@
+import { existsSync } from 'node:fs'
+import { resolve } from 'node:path'
 import type { Command } from 'commander'
 import { type RunningBrowser, startBrowser } from '../browser/browser.js'
 import { audit } from '../node/audit.js'
+import { type BackupSummary, backup, restore } from '../node/backup.js'
 import type { SettingName } from '../node/config.js'
 import { seedDemo } from '../node/demo.js'
 import { loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
@@ -70,6 +73,11 @@ async function runNode(options: Record<string, string | undefined>, everything: 
   process.once('SIGTERM', () => void shutdown('SIGTERM'))
 }
 
+function describeRows(summary: BackupSummary): string {
+  const rows = Object.values(summary.rows).reduce((total, count) => total + count, 0)
+  return `${rows} rows in ${Object.keys(summary.rows).length} tables, a log of ${summary.logSize} leaves`
+}
+
 export function registerNodeCommands(program: Command): void {
   withSettings(
     program
@@ -125,6 +133,52 @@ export function registerNodeCommands(program: Command): void {
           : `audit FAILED (${report.findings.length} findings):\n${report.findings.map((f) => `  ${f.where}: ${f.message}`).join('\n')}`,
       )
       if (!report.ok) throw new CliExit(exitCodes.checkFailed, 'the database does not match the log')
+    } finally {
+      await database.close()
+    }
+  })
+
+  withSettings(
+    program
+      .command('backup')
+      .description("write a consistent snapshot of the node's database to a file, while the node runs")
+      .requiredOption('--out <file>', 'the backup file to create (never overwritten)')
+      .option('--json', 'print the summary as JSON'),
+    ['dataDir', 'databaseUrl', 'databaseWaitMs'],
+  ).action(async (options) => {
+    const config = configFrom(options)
+    const out = resolve(options.out as string)
+    if (existsSync(out)) throw new CliExit(exitCodes.usage, `${out} exists: a backup never overwrites a file`)
+    const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
+    try {
+      const summary = await backup(database, out)
+      print(options.json === true, summary, () => `backup written: ${out}, ${describeRows(summary)}`)
+    } finally {
+      await database.close()
+    }
+  })
+
+  withSettings(
+    program
+      .command('restore')
+      .description(
+        'restore a backup into an empty node database (any dialect), checked whole before anything is written',
+      )
+      .requiredOption('--in <file>', 'the backup file')
+      .option('--json', 'print the summary as JSON'),
+    ['dataDir', 'databaseUrl', 'databaseWaitMs'],
+  ).action(async (options) => {
+    const config = configFrom(options)
+    const file = resolve(options.in as string)
+    if (!existsSync(file)) throw new CliExit(exitCodes.usage, `${file} does not exist`)
+    const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
+    try {
+      const summary = await restore(database, file)
+      print(
+        options.json === true,
+        summary,
+        () => `restored into ${database.url}: ${describeRows(summary)}; run vmoney audit to check it`,
+      )
     } finally {
       await database.close()
     }

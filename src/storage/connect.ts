@@ -212,7 +212,7 @@ async function untilAnswered(
 }
 
 /** The dialect behind a Kysely instance or one of its transactions, for the few statements that differ. */
-export function dialectOfDb(db: Kysely<never> | Kysely<any>): Dialect {
+export function dialectOfDb(db: { getExecutor(): { readonly adapter: unknown } }): Dialect {
   const { adapter } = db.getExecutor()
   if (adapter instanceof MysqlAdapter) return 'mysql'
   if (adapter instanceof PostgresAdapter) return 'postgres'

@@ -21,7 +21,7 @@ export async function freePort(): Promise<number> {
 }
 
 /** Starts `vmoney <args>` and resolves with the first URL printed after `label:`. */
-async function spawnServer(
+export async function spawnServer(
   args: readonly string[],
   label: string,
   env: NodeJS.ProcessEnv = {},
