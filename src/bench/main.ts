@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
+import { CliExit, exitCodes } from '../cli/output.js'
 import { encodeSubmission, NodeClient } from '../client/client.js'
 import { type DeviceKeys, newKeyFile, openKeyFile, readKeyFile } from '../client/key-file.js'
 import { toBase64Url } from '../protocol/encoding.js'
@@ -16,8 +17,11 @@ import {
   type Transaction,
   transactionBytes,
 } from '../protocol/transaction.js'
-import { freePort, spawnNode } from '../testing/node-process.js'
+import type { Dialect } from '../storage/connect.js'
+import { dropTestDatabase } from '../testing/databases.js'
+import { exited, freePort, spawnNode } from '../testing/node-process.js'
 import { logBenchLeaves, measureConsistency, measureFull, measureProofs, startLogBench } from './log-bench.js'
+import { measureSqlBaseline } from './sql-baseline.js'
 
 /** Bounds of one bench run: everything stops by itself. */
 export const benchAccounts = 256
@@ -101,13 +105,21 @@ const log = (text: string) => process.stderr.write(`bench: ${text}\n`)
  * Starts a node as a real process (leaf encryption on or off), sets up customers, then measures signed
  * transfers per second end to end and, when asked, finality at a fixed offered rate.
  */
-async function loadNode(leafEncryption: boolean, measureFinality: boolean): Promise<LoadResult> {
+async function loadNode(
+  dialect: Dialect,
+  leafEncryption: boolean,
+  measureFinality: boolean,
+): Promise<LoadResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-bench-'))
   let node: ChildProcess | undefined
   try {
-    const started = await spawnNode('node', dataDir, await freePort(), {
-      VMONEY_LEAF_ENCRYPTION: leafEncryption ? 'on' : 'off',
-    })
+    const started = await spawnNode(
+      'node',
+      dataDir,
+      await freePort(),
+      { VMONEY_LEAF_ENCRYPTION: leafEncryption ? 'on' : 'off' },
+      dialect,
+    )
     node = started.child
     const client = new NodeClient(started.url)
     const { nodeId } = await client.node()
@@ -282,7 +294,8 @@ async function loadNode(leafEncryption: boolean, measureFinality: boolean): Prom
     return { transfersPerS, funnelPerS, finalityMs: latencies }
   } finally {
     node?.kill('SIGTERM')
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    if (node !== undefined) await exited(node)
+    await dropTestDatabase(dataDir, dialect)
     rmSync(dataDir, { recursive: true, force: true })
   }
 }
@@ -292,6 +305,10 @@ export async function runBench(args: readonly string[]): Promise<void> {
   const results: Result[] = []
   // `--part node` or `--part log` runs one half (for work on either); the default runs both.
   const part = args.includes('--part') ? args[args.indexOf('--part') + 1] : 'all'
+  // `--db` chooses the node's database (sqlite, postgres or mysql) for the node half.
+  const db = args.includes('--db') ? args[args.indexOf('--db') + 1] : 'sqlite'
+  if (db !== 'sqlite' && db !== 'postgres' && db !== 'mysql')
+    throw new CliExit(exitCodes.usage, `--db must be sqlite, postgres or mysql, got ${JSON.stringify(db)}`)
   log('measuring the machine: libsodium Ed25519 verify on 2 threads')
   results.push({
     name: 'ed25519_verify_per_s_2cores',
@@ -299,21 +316,21 @@ export async function runBench(args: readonly string[]): Promise<void> {
     unit: 'verifies/s',
   })
 
-  if (part !== 'log') await benchNodes(results)
+  if (part !== 'log') await benchNodes(db, results)
   if (part !== 'node') await benchLog(results)
 
-  if (json) process.stdout.write(`${JSON.stringify({ results }, null, 2)}\n`)
+  if (json) process.stdout.write(`${JSON.stringify({ database: db, results }, null, 2)}\n`)
   else
     for (const r of results)
       process.stdout.write(`${r.name.padEnd(34)} ${String(r.value).padStart(10)} ${r.unit}\n`)
 }
 
-async function benchNodes(results: Result[]): Promise<void> {
-  log('node with public leaves (leaf encryption off)')
-  const plain = await loadNode(false, false)
+async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
+  log(`node with public leaves (leaf encryption off), on ${dialect}`)
+  const plain = await loadNode(dialect, false, false)
   results.push({ name: 'signed_transfers_per_s', value: plain.transfersPerS, unit: 'transfers/s' })
-  log('node with sealed leaves (the default)')
-  const sealed = await loadNode(true, true)
+  log(`node with sealed leaves (the default), on ${dialect}`)
+  const sealed = await loadNode(dialect, true, true)
   results.push({ name: 'signed_transfers_per_s_encrypted', value: sealed.transfersPerS, unit: 'transfers/s' })
   results.push({
     name: 'encryption_cost_pct',
@@ -344,6 +361,12 @@ async function benchNodes(results: Result[]): Promise<void> {
     name: 'finality_ms_p99',
     value: Number(percentile(sealed.finalityMs, 99).toFixed(1)),
     unit: 'ms',
+  })
+  log(`plain SQL baseline on ${dialect}: unsigned transfers, one per transaction, both rows locked`)
+  results.push({
+    name: 'sql_baseline_transfers_per_s',
+    value: await measureSqlBaseline(dialect),
+    unit: 'transfers/s',
   })
 }
 

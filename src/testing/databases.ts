@@ -53,16 +53,19 @@ function databaseName(dataDir: string): string {
   return `${testDatabasePrefix}${createHash('sha256').update(dataDir).digest('hex').slice(0, 16)}`
 }
 
-/** The URL of the node database of a test node keeping its files in `dataDir` (see createTestDatabase). */
-export function testDatabaseUrl(dataDir: string): string {
-  if (testDialect === 'sqlite') return `sqlite:${join(dataDir, 'node.db')}`
-  const server = testDialect === 'postgres' ? testPostgresServer : testMysqlServer
+/**
+ * The URL of the node database of a test node keeping its files in `dataDir` (see createTestDatabase), in
+ * the suite's dialect unless another is named (the bench chooses its own).
+ */
+export function testDatabaseUrl(dataDir: string, dialect: Dialect = testDialect): string {
+  if (dialect === 'sqlite') return `sqlite:${join(dataDir, 'node.db')}`
+  const server = dialect === 'postgres' ? testPostgresServer : testMysqlServer
   return `${server}/${databaseName(dataDir)}`
 }
 
 /** Creates the node database of `dataDir` on the test server (a file needs nothing) and returns its URL. */
-export async function createTestDatabase(dataDir: string): Promise<string> {
-  if (testDialect === 'postgres') {
+export async function createTestDatabase(dataDir: string, dialect: Dialect = testDialect): Promise<string> {
+  if (dialect === 'postgres') {
     await onTestServer('postgres', async (run) => {
       try {
         await run(`create database ${databaseName(dataDir)}`)
@@ -71,21 +74,21 @@ export async function createTestDatabase(dataDir: string): Promise<string> {
         if ((error as { code?: string }).code !== '42P04') throw error
       }
     })
-  } else if (testDialect === 'mysql') {
+  } else if (dialect === 'mysql') {
     await onTestServer('mysql', async (run) => {
       await run(`create database if not exists ${databaseName(dataDir)} character set utf8mb4`)
     })
   }
-  return testDatabaseUrl(dataDir)
+  return testDatabaseUrl(dataDir, dialect)
 }
 
 /** Drops the node database of `dataDir` from the test server; the file goes with the directory. */
-export async function dropTestDatabase(dataDir: string): Promise<void> {
-  if (testDialect === 'sqlite') return
+export async function dropTestDatabase(dataDir: string, dialect: Dialect = testDialect): Promise<void> {
+  if (dialect === 'sqlite') return
   const name = databaseName(dataDir)
-  await onTestServer(testDialect, async (run) => {
+  await onTestServer(dialect, async (run) => {
     await run(
-      testDialect === 'postgres'
+      dialect === 'postgres'
         ? `drop database if exists ${name} with (force)`
         : `drop database if exists ${name}`,
     )

@@ -1,7 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process'
 import { createServer } from 'node:net'
 import { fileURLToPath } from 'node:url'
-import { createTestDatabase } from './databases.js'
+import type { Dialect } from '../storage/connect.js'
+import { createTestDatabase, testDialect } from './databases.js'
 
 export const vmoneyBin = fileURLToPath(new URL('../../../bin/vmoney.js', import.meta.url))
 export const nodeStartTimeoutMs = 30_000
@@ -57,17 +58,18 @@ export async function spawnServer(
 }
 
 /**
- * Runs `vmoney node` or `vmoney start` as a real process, on the node database of `dataDir` in the suite's
- * dialect, and resolves once it prints its node URL.
+ * Runs `vmoney node` or `vmoney start` as a real process, on the node database of `dataDir` (in the
+ * suite's dialect unless another is named), and resolves once it prints its node URL.
  */
 export async function spawnNode(
   command: 'node' | 'start',
   dataDir: string,
   port: number,
   env: NodeJS.ProcessEnv = {},
+  dialect: Dialect = testDialect,
 ): Promise<{ child: ChildProcess; url: string; browserUrl: () => string | null; output: () => string }> {
   const args = [command, '--data-dir', dataDir, '--port', String(port), '--log-level', 'warn']
-  args.push('--database-url', await createTestDatabase(dataDir))
+  args.push('--database-url', await createTestDatabase(dataDir, dialect))
   // `start` runs a block browser too: on a free port, so that several nodes can run side by side.
   if (command === 'start') args.push('--browser-port', String(await freePort()))
   const started = await spawnServer(args, 'node', env)
