@@ -1,5 +1,9 @@
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { VmError } from '../protocol/errors.js'
+import { isDatabaseUnavailable } from '../storage/connect.js'
+
+/** What a 503 for a database away asks clients to wait before they retry. */
+export const storageRetryAfterSeconds = 1
 
 /** Fastify's own failures, mapped to our stable codes. */
 const fastifyCodes: Record<string, { code: string; status: number }> = {
@@ -23,6 +27,13 @@ export function toVmError(error: FastifyError | Error): VmError {
   if (typeof fastifyError.statusCode === 'number' && fastifyError.statusCode < 500) {
     return new VmError('bad_request', error.message, { status: fastifyError.statusCode })
   }
+  // The database is away (a restart, a failover): the client retries, nothing was written.
+  if (isDatabaseUnavailable(error))
+    return new VmError('storage_unavailable', 'the database does not answer; retry later', {
+      status: 503,
+      detail: { retryAfterSeconds: storageRetryAfterSeconds },
+      cause: error,
+    })
   return new VmError('internal', 'internal error', { status: 500, cause: error })
 }
 

@@ -151,9 +151,11 @@ function postgresKysely<Schema>(url: string, options: ConnectOptions): Kysely<Sc
     statement_timeout: postgresStatementTimeoutMs,
     types: { getTypeParser },
   })
-  // An idle connection that breaks (a server restart, a failover) must not crash the process; the next
-  // query takes a new one.
+  // A connection that breaks (a server restart, a failover) must not crash the process: its query fails
+  // (and the api answers 503), the next query takes a new connection. node-postgres reports the break as
+  // an 'error' event on the pool when idle, on the client when in use.
   pool.on('error', () => {})
+  pool.on('connect', (client) => client.on('error', () => {}))
   return new Kysely<Schema>({ dialect: new PostgresDialect({ pool }) })
 }
 
@@ -169,6 +171,8 @@ function mysqlKysely<Schema>(url: string, options: ConnectOptions): Kysely<Schem
     decimalNumbers: false,
     timezone: 'Z',
   })
+  // As for PostgreSQL: a broken connection fails its query, never the process.
+  pool.on('connection', (connection) => connection.on('error', () => {}))
   return new Kysely<Schema>({ dialect: new MysqlDialect({ pool }) })
 }
 
@@ -217,6 +221,38 @@ export function dialectOfDb(db: { getExecutor(): { readonly adapter: unknown } }
   if (adapter instanceof MysqlAdapter) return 'mysql'
   if (adapter instanceof PostgresAdapter) return 'postgres'
   return 'sqlite'
+}
+
+/** Connection failures by the drivers' codes: the server went away, or refuses connections for now. */
+const unavailableCodes = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'PROTOCOL_CONNECTION_LOST',
+  'ER_SERVER_SHUTDOWN',
+  'ER_CON_COUNT_ERROR',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  'SQLITE_BUSY',
+])
+
+/**
+ * Whether a failed query failed because the database is away or busy (worth retrying later), not because
+ * of the query: a server that stopped, a cut connection, no free connection in time, SQLite's lock held
+ * past its timeout.
+ */
+export function isDatabaseUnavailable(error: unknown): boolean {
+  const { code, message } = error as { code?: unknown; message?: unknown }
+  if (typeof code === 'string' && (unavailableCodes.has(code) || code.startsWith('08'))) return true
+  // node-postgres reports a dropped connection and a pool wait that ran out by message only.
+  return (
+    typeof message === 'string' &&
+    (message.includes('Connection terminated') || message.includes('timeout exceeded when trying to connect'))
+  )
 }
 
 /** How long a process waits for another one migrating the same SQLite file. */
