@@ -24,7 +24,10 @@ export const backupLineBytesMax = 16 * 1024 * 1024
 
 type TableName = keyof Database & string
 
-/** Every table, in restore order, with the key that orders its rows and the columns holding bytes. */
+/**
+ * Every table, in restore order, with the key that orders its rows and the columns holding bytes. The
+ * funnel's lease (`node_leases`) is left out: it belongs to the processes running, not to the data.
+ */
 export const backupTables: readonly { name: TableName; key: readonly string[]; bytes?: readonly string[] }[] =
   [
     { name: 'node_settings', key: ['name'] },

@@ -3,6 +3,7 @@ import type { Decision } from './pool/pool.js'
 import type { PublisherMetrics } from './publisher.js'
 
 export interface FunnelMetrics {
+  readonly leading: Gauge
   readonly failures: Counter
   observeBlock(decisions: readonly Decision[], leaves: number, durationMs: number): void
 }
@@ -67,6 +68,11 @@ export function createMetrics() {
   }
   const funnel: FunnelMetrics = {
     failures,
+    leading: new Gauge({
+      name: 'vmoney_funnel_leading',
+      help: "1 while this process's funnel holds the lease and sequences; 0 while it stands by",
+      registers: [registry],
+    }),
     observeBlock(decisions, leafCount, durationMs) {
       let accepted = 0
       for (const decision of decisions) if (decision.accepted) accepted++

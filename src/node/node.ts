@@ -88,6 +88,10 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
           metrics.funnel.failures.inc()
           return
         }
+        if (event.kind === 'lease') {
+          metrics.funnel.leading.set(event.leading ? 1 : 0)
+          return
+        }
         pool.announce(event.decisions)
         if (event.header !== null) for (const publisher of publishers) publisher.wake()
         metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)

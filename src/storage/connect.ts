@@ -50,6 +50,12 @@ export const sqliteBusyTimeoutMs = 5_000
 export const serverConnectTimeoutMs = 5_000
 /** No statement may hold a server connection longer than this. */
 export const postgresStatementTimeoutMs = 30_000
+/**
+ * A transaction left open this long without a statement is ended by the server (PostgreSQL, MariaDB), so
+ * that a paused process (SIGSTOP, a frozen VM) cannot keep its locks and stall the funnel that takes over.
+ * Above the longest pause within the funnel's block (sealing a full block).
+ */
+export const idleInTransactionMsMax = 2_000
 /** Waits between attempts to reach a server at start: doubling from the first to the last. */
 export const connectRetryFirstMs = 250
 export const connectRetryLastMs = 4_000
@@ -149,6 +155,7 @@ function postgresKysely<Schema>(url: string, options: ConnectOptions): Kysely<Sc
     max: options.connectionsMax,
     connectionTimeoutMillis: serverConnectTimeoutMs,
     statement_timeout: postgresStatementTimeoutMs,
+    idle_in_transaction_session_timeout: idleInTransactionMsMax,
     types: { getTypeParser },
   })
   // A connection that breaks (a server restart, a failover) must not crash the process: its query fails
@@ -170,9 +177,15 @@ function mysqlKysely<Schema>(url: string, options: ConnectOptions): Kysely<Schem
     bigNumberStrings: false,
     decimalNumbers: false,
     timezone: 'Z',
+    // An UPDATE counts the rows it matched, as on PostgreSQL and SQLite, not only those it changed.
+    flags: ['FOUND_ROWS'],
   })
-  // As for PostgreSQL: a broken connection fails its query, never the process.
-  pool.on('connection', (connection) => connection.on('error', () => {}))
+  pool.on('connection', (connection) => {
+    // As for PostgreSQL: a broken connection fails its query, never the process.
+    connection.on('error', () => {})
+    // MariaDB ends idle transactions itself (MySQL has no such setting: there the query fails, harmlessly).
+    connection.query(`set session idle_transaction_timeout = ${idleInTransactionMsMax / 1000}`, () => {})
+  })
   return new Kysely<Schema>({ dialect: new MysqlDialect({ pool }) })
 }
 

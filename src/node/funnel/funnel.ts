@@ -25,6 +25,7 @@ import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 import { WakeableSleep } from '../wakeable-sleep.js'
 import type { LeafSealing, SealItem, SealingPlan } from './leaf-sealing.js'
+import { type FunnelLease, LeaseLost } from './lease.js'
 
 /** Pool rows per block. Bounds the memory and the length of one database transaction. */
 export const blockTransactionsMax = 4_096
@@ -39,6 +40,8 @@ export const expiriesPerBlockMax = 1_024
 export const expiriesPerTransactionMax = 8
 /** How long the funnel sleeps when nothing wakes it; also bounds how late an expiry is written. */
 export const idleWaitMs = 1_000
+/** How often the funnel reads the pending rows from the start (see #readPending). */
+export const pendingRescanMs = 1_000
 /** After a failed commit the funnel reloads its state and retries, backing off up to this. */
 export const retryWaitMsMax = 5_000
 /** Committed leaves a view may cover; a grant for a longer history is refused (`view_history_too_large`). */
@@ -61,6 +64,8 @@ export type FunnelEvent =
       readonly keysChanged: boolean
     }
   | { readonly kind: 'failure' }
+  /** This process's funnel took the lease (leading) or lost it (standby). */
+  | { readonly kind: 'lease'; readonly leading: boolean; readonly epoch: number | null }
 
 interface PoolEntry {
   readonly seq: number
@@ -90,6 +95,9 @@ export class Funnel {
   readonly #sleeper = new WakeableSleep()
   #stopping = false
   #running: Promise<void> | null = null
+  readonly #lease: FunnelLease
+  /** When the pending rows were last read from the start, for rows another process pooled late. */
+  #rescannedAt = 0
 
   constructor(options: {
     db: Kysely<Database>
@@ -98,12 +106,15 @@ export class Funnel {
     report: (event: FunnelEvent) => void
     /** Present when leaves are sealed: the recipients every leaf has besides its parties. */
     sealing: LeafSealing | null
+    /** The lease that makes this funnel the node's one sequencer. */
+    lease: FunnelLease
   }) {
     this.#db = options.db
     this.#identity = options.identity
     this.#log = options.log
     this.#report = options.report
     this.#sealing = options.sealing
+    this.#lease = options.lease
   }
 
   /** New rows are in the pool: take them now rather than at the next idle tick. */
@@ -133,6 +144,7 @@ export class Funnel {
     await this.#running
     this.#running = null
     await this.#sealing?.close()
+    await this.#lease.release()
   }
 
   #signal(): void {
@@ -144,6 +156,19 @@ export class Funnel {
     // After a failed step the memory is ahead of the database: nothing runs on it until a reload succeeds.
     let stale = false
     while (!this.#stopping) {
+      const lease = this.#lease
+      if (lease.epoch === null) {
+        this.#log.info({ holder: lease.holder }, 'standby: waiting for the funnel lease')
+        const epoch = await lease.acquire(
+          () => this.#stopping,
+          (error) => this.#log.warn({ err: error }, 'the funnel lease could not be read; trying again'),
+        )
+        if (epoch === null) break
+        this.#log.info({ holder: lease.holder, epoch }, 'leading: this process holds the funnel lease')
+        this.#report({ kind: 'lease', leading: true, epoch })
+        // Another process may have written blocks meanwhile: the state is read again before any step.
+        stale = true
+      }
       try {
         if (stale) {
           await this.load()
@@ -151,11 +176,18 @@ export class Funnel {
         }
         const processed = await this.step()
         failures = 0
+        if (lease.due) await lease.extend(this.#db)
         if (processed === 0) await this.#sleeper.sleep(idleWaitMs)
         else if (processed < blockTransactionsMax) await delay(blockIntervalMs)
       } catch (error) {
-        failures++
         stale = true
+        if (error instanceof LeaseLost) {
+          // Nothing of the step was written (the lease is extended first, in its transaction): step down.
+          this.#log.warn({ err: error }, 'lost the funnel lease: stepping down to standby')
+          this.#report({ kind: 'lease', leading: false, epoch: null })
+          continue
+        }
+        failures++
         this.#log.error(
           { err: error },
           'funnel step failed; it reloads its state from the database and retries',
@@ -296,6 +328,8 @@ export class Funnel {
     const seqs = entries.map((e) => e.seq)
     let header: BlockHeader | null = null
     await this.#db.transaction().execute(async (trx) => {
+      // First, so that a funnel that lost its lease writes nothing of the block.
+      await this.#lease.extend(trx)
       // The ledger effects and pool results need no leaf text: they are written while the leaves are sealed.
       await writeLedgerChanges(trx, changes)
       await insertRows(
@@ -466,6 +500,12 @@ export class Funnel {
         .orderBy('seq')
         .limit(limit)
         .execute()
+    // Rows pooled by another process can commit after rows with higher sequence numbers: now and then the
+    // read starts over, so that none is passed by for longer than pendingRescanMs.
+    if (Date.now() - this.#rescannedAt >= pendingRescanMs) {
+      this.#cursor = 0
+      this.#rescannedAt = Date.now()
+    }
     const rows = await read(this.#cursor, blockTransactionsMax)
     // Never cut a linked chain in two: it is applied all or nothing.
     while (rows.length > 0 && rows.at(-1)!.linked === 1) {

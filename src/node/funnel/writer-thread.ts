@@ -6,6 +6,7 @@ import { type PoolRow, writeSubmissions } from '../pool/pool.js'
 import { openDatabase } from '../storage/database.js'
 import { Funnel } from './funnel.js'
 import { LeafSealing } from './leaf-sealing.js'
+import { FunnelLease } from './lease.js'
 
 /**
  * The writer thread owns the node's one write connection: it writes pool submissions and runs the funnel.
@@ -36,6 +37,7 @@ const funnel = new Funnel({
   log,
   report: (event) => port.postMessage({ type: 'funnel', event }),
   sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodeAes) : null,
+  lease: new FunnelLease(database.db),
 })
 await funnel.load()
 funnel.start()

@@ -15,7 +15,7 @@ test(`two processes migrating one fresh ${testDialect} database at once are safe
     const both = await Promise.all([migrate(), migrate()])
     for (const result of both) assert.equal(result.code, 0, result.stderr)
     const outputs = both.map((result) => result.stdout).sort()
-    assert.match(outputs[0]!, /: applied 0001-core, 0002-views\n$/)
+    assert.match(outputs[0]!, /: applied 0001-core, 0002-views, 0003-funnel-lease\n$/)
     assert.match(outputs[1]!, /: the schema is up to date\n$/)
     const again = await migrate()
     assert.equal(again.code, 0, again.stderr)

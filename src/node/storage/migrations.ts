@@ -251,6 +251,18 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute()
       },
     },
+    /** The funnel's lease: which process sequences, until when, and the epoch that fences the others. */
+    '0003-funnel-lease': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('node_leases')
+          .addColumn('name', key, (c) => c.primaryKey())
+          .addColumn('holder', key, (c) => c.notNull())
+          .addColumn('epoch', integer, (c) => c.notNull())
+          .addColumn('expires_at', integer, (c) => c.notNull())
+          .execute()
+      },
+    },
   }
 }
 

@@ -139,6 +139,14 @@ export interface NodeSettingTable {
   updated_at: ColumnType<number, number, number>
 }
 
+/** A lease: the process holding it, until when (epoch ms), and its epoch (one more per taking over). */
+export interface LeaseTable {
+  name: string
+  holder: string
+  epoch: number
+  expires_at: number
+}
+
 export interface Database {
   pool: PoolTable
   chain_blocks: BlockTable
@@ -153,4 +161,5 @@ export interface Database {
   ledger_views: ViewTable
   ledger_view_accounts: ViewAccountTable
   node_settings: NodeSettingTable
+  node_leases: LeaseTable
 }
