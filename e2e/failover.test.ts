@@ -49,7 +49,7 @@ function createAssets(client: NodeClient, admin: DeviceKeys, prefix: string, cou
   )
 }
 
-test('a standby takes over within 5 s of the leader pausing; the old leader, resumed, cannot write and steps down', {
+test('a standby takes over within 5 s of the leader pausing; the old leader, resumed, cannot write, steps down and serves on', {
   skip:
     testDialect === 'sqlite'
       ? 'SQLite is one file on one machine: a paused writer keeps its lock; high availability needs a server'
@@ -90,6 +90,10 @@ test('a standby takes over within 5 s of the leader pausing; the old leader, res
     )
     assert.equal(await leading(first.url), false)
     assert.equal(await leading(second.url), true)
+    // The old leader's api keeps serving: its waits learn the new leader's decisions from the database.
+    const viaStandby = await createAssets(toFirst, admin, 'standby', 5)
+    for (const outcome of await toFirst.submitAndWait(admin, viaStandby, 10_000))
+      assert.equal(outcome.status, 'accepted')
 
     // Nothing lost, nothing doubled, no fork.
     const outcomes = await Promise.all(

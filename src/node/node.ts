@@ -73,6 +73,8 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   let writer: Writer
   try {
     await pool.start()
+    // Until this process's funnel takes the lease, another process may be deciding.
+    pool.decidedHere(false)
     writer = await Writer.start(
       {
         // The URL as configured: the database's own is shown without its password.
@@ -90,6 +92,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         }
         if (event.kind === 'lease') {
           metrics.funnel.leading.set(event.leading ? 1 : 0)
+          pool.decidedHere(event.leading)
           return
         }
         pool.announce(event.decisions)
@@ -104,6 +107,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       },
     )
   } catch (error) {
+    pool.stop()
     await database.close()
     throw error
   }
@@ -142,6 +146,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     url = await listen(app, config.host, config.port, 'VMONEY_PORT or --port')
   } catch (error) {
     // A node that cannot serve stops its threads and connections, so the process can exit.
+    pool.stop()
     await writer.stop()
     await verifier.close()
     await database.close()
@@ -158,6 +163,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     async close() {
       await app.close()
       await Promise.all(publishers.map((publisher) => publisher.stop()))
+      pool.stop()
       await writer.stop()
       await verifier.close()
       await database.close()

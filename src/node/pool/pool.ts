@@ -19,6 +19,13 @@ export const retryAfterSeconds = 1
 export const rowsPerWriteMax = 10_000
 /** Ids per `IN (...)` lookup. */
 const idsPerQueryMax = 1_000
+/**
+ * While another process's funnel decides (this one stands by), waits learn outcomes from the database:
+ * this often, for at most `idsPerQueryMax` waited ids per look (the longest waiting first).
+ */
+export const decisionPollMs = 50
+/** How often the pending count is read again from the database while another process decides. */
+const pendingRecountMs = 1_000
 
 export interface PoolRow {
   readonly id: string
@@ -100,6 +107,9 @@ export class Pool {
   readonly #waiters = new Map<string, Set<(outcome: Outcome) => void>>()
   #waiterCount = 0
   readonly #writeSubmissions: WriteSubmissions
+  /** Set while decisions are made elsewhere: the timer of the next look in the database. */
+  #watch: NodeJS.Timeout | null = null
+  #countedAt = 0
 
   /** `write` runs `writeSubmissions` where the node's one write connection lives (the writer thread). */
   constructor(db: Kysely<Database>, write: WriteSubmissions) {
@@ -107,7 +117,9 @@ export class Pool {
     this.#writeSubmissions = write
   }
 
+  /** Counts the pending rows in the database (at start, and now and then while another process decides). */
   async start(): Promise<void> {
+    this.#countedAt = Date.now()
     const row = await this.#db
       .selectFrom('pool')
       .select((eb) => eb.fn.countAll<number>().as('count'))
@@ -249,12 +261,43 @@ export class Pool {
   /** Called by the funnel after its commit: wakes the waiting clients. */
   announce(decisions: readonly Decision[]): void {
     this.#pendingCount -= decisions.length
-    for (const decision of decisions) {
-      const waiters = this.#waiters.get(decision.id)
-      if (waiters === undefined) continue
-      const outcome = decisionOutcome(decision)
-      for (const listener of waiters) listener(outcome)
+    for (const decision of decisions) this.#tell(decisionOutcome(decision))
+  }
+
+  #tell(outcome: Outcome): void {
+    for (const listener of this.#waiters.get(outcome.id) ?? []) listener(outcome)
+  }
+
+  /**
+   * Whether this process's funnel decides (it holds the lease). When it does not, waits are answered from
+   * the database, and the pending count is read from it, since another process decides.
+   */
+  decidedHere(here: boolean): void {
+    if (here) {
+      clearTimeout(this.#watch ?? undefined)
+      this.#watch = null
+    } else if (this.#watch === null) {
+      this.#watch = setTimeout(() => void this.#look(), decisionPollMs)
     }
+  }
+
+  async #look(): Promise<void> {
+    try {
+      const ids = [...this.#waiters.keys()].slice(0, idsPerQueryMax)
+      if (ids.length > 0) {
+        for (const row of await this.#rowsById(ids))
+          if (row.outcome.status !== 'pending') this.#tell(row.outcome)
+      }
+      if (Date.now() - this.#countedAt >= pendingRecountMs) await this.start()
+    } catch {
+      // The database is away: the next look tries again, and the waits end at their bound meanwhile.
+    }
+    if (this.#watch !== null) this.#watch = setTimeout(() => void this.#look(), decisionPollMs)
+  }
+
+  /** Stops looking in the database (at shutdown). */
+  stop(): void {
+    this.decidedHere(true)
   }
 }
 
