@@ -26,6 +26,7 @@ const serverSettings: SettingName[] = [
   'leafEncryption',
   'auditorKeys',
   'rateLimit',
+  'role',
   'masterKey',
   'logLevel',
 ]
@@ -36,6 +37,8 @@ const serverSettings: SettingName[] = [
  */
 async function runNode(options: Record<string, string | undefined>, everything: boolean): Promise<void> {
   const config = configFrom(options)
+  if (everything && config.role !== 'all')
+    throw new CliExit(exitCodes.usage, 'vmoney start runs everything: --role is for vmoney node')
   const log = createLogger(config.logLevel)
   const node = await startNode(config, log)
   let browser: RunningBrowser | null = null
@@ -45,6 +48,7 @@ async function runNode(options: Record<string, string | undefined>, everything: 
     `  api docs:      ${node.url}/docs`,
     `  checkpoint:    ${node.url}/v1/log/checkpoint`,
     `  admin key:     ${node.adminKeyFile}`,
+    ...(config.role === 'all' ? [] : [`  role:          ${config.role}`]),
   ]
   try {
     if (everything) {

@@ -73,6 +73,12 @@ export const settings = {
     default: '',
     help: 'requests per client address per 10 s (then 429); default 2000 for the node, 20000 for the browser; 0 turns it off (a proxy in front limits instead)',
   },
+  role: {
+    env: 'VMONEY_ROLE',
+    flag: 'role',
+    default: 'all',
+    help: 'all: api and funnel; api: a stateless api replica; funnel: the sequencer (with publication), serving only /healthz, /readyz and /metrics. Funnels of one node take turns by a lease in the database',
+  },
   logLevel: {
     env: 'VMONEY_LOG_LEVEL',
     flag: 'log-level',
@@ -98,6 +104,7 @@ export interface NodeConfig {
   readonly auditorKeys: readonly Uint8Array[]
   /** Undefined: each server's own default. */
   readonly rateLimit: number | undefined
+  readonly role: NodeRole
   readonly logLevel: string
 }
 
@@ -233,6 +240,18 @@ export function loadConfig(
       key32(settings.auditorKeys.env, key),
     ),
     rateLimit: rateLimit(value('rateLimit')),
+    role: nodeRole(value('role')),
     logLevel,
   }
+}
+
+export type NodeRole = 'all' | 'api' | 'funnel'
+
+function nodeRole(text: string): NodeRole {
+  if (text !== 'all' && text !== 'api' && text !== 'funnel')
+    throw new VmError(
+      'config_invalid',
+      `${settings.role.env} must be all, api or funnel, got ${JSON.stringify(text)}`,
+    )
+  return text
 }

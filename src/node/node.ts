@@ -84,6 +84,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         logLevel: config.logLevel,
         leafEncryption: config.leafEncryption,
         auditorKeys: config.auditorKeys,
+        sequencer: config.role !== 'api',
       },
       (event) => {
         if (event.kind === 'failure') {
@@ -142,7 +143,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       metrics,
       noteVerifierKey: noteVerifierKey(identity.origin, identity.signing.publicKey),
     }
-    app = await buildApp(context, log.child({ component: 'api' }), config.rateLimit)
+    app = await buildApp(context, log.child({ component: 'api' }), config.rateLimit, config.role !== 'funnel')
     url = await listen(app, config.host, config.port, 'VMONEY_PORT or --port')
   } catch (error) {
     // A node that cannot serve stops its threads and connections, so the process can exit.
@@ -152,7 +153,8 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     await database.close()
     throw error
   }
-  for (const browser of config.publishTo) publishTo(browser)
+  // Publication goes with the funnel: an api replica has no blocks of its own to push.
+  if (config.role !== 'api') for (const browser of config.publishTo) publishTo(browser)
   return {
     url,
     identity,

@@ -11,11 +11,15 @@ export const bodyBytesMax = 4 * 1024 * 1024
 /** Requests per client address and 10 s, unless VMONEY_RATE_LIMIT says otherwise. */
 export const requestsPerWindowMaxDefault = 2_000
 
-/** Builds the api (seed 000 VMAS). `listen` is the caller's: tests use `inject()`. */
+/**
+ * Builds the api (seed 000 VMAS). `listen` is the caller's: tests use `inject()`. A funnel-only process
+ * (`publicRoutes` false) serves the operations routes alone.
+ */
 export async function buildApp(
   context: ApiContext,
   logger: Logger | false,
   requestsPerWindowMax: number = requestsPerWindowMaxDefault,
+  publicRoutes = true,
 ): Promise<FastifyInstance> {
   const app = await createHttpApp(
     {
@@ -28,9 +32,11 @@ export async function buildApp(
     },
     logger,
   )
-  transactionRoutes(app, context)
-  readRoutes(app, context)
-  logRoutes(app, context)
+  if (publicRoutes) {
+    transactionRoutes(app, context)
+    readRoutes(app, context)
+    logRoutes(app, context)
+  }
   operationRoutes(app, {
     ready: async () => {
       await context.db.selectFrom('node_settings').select('name').limit(1).execute()

@@ -9,7 +9,8 @@ import { LeafSealing } from './leaf-sealing.js'
 import { FunnelLease } from './lease.js'
 
 /**
- * The writer thread owns the node's one write connection: it writes pool submissions and runs the funnel.
+ * The writer thread owns the node's one write connection: it writes pool submissions and runs the funnel
+ * (unless the process is an api replica).
  * SQLite's synchronous commits (and their syncs to disk) then never stall the api's event loop, and the
  * two halves of the node use both cores.
  */
@@ -20,6 +21,8 @@ export interface WriterInit {
   readonly logLevel: string
   readonly leafEncryption: boolean
   readonly auditorKeys: readonly Uint8Array[]
+  /** Whether this process runs a funnel (roles all and funnel) or only writes the pool (role api). */
+  readonly sequencer: boolean
 }
 
 export type WriterRequest =
@@ -27,20 +30,22 @@ export type WriterRequest =
   | { readonly type: 'stop' }
 
 const port = parentPort!
-const { databaseUrl, databaseWaitMs, identity, logLevel, leafEncryption, auditorKeys } =
+const { databaseUrl, databaseWaitMs, identity, logLevel, leafEncryption, auditorKeys, sequencer } =
   workerData as WriterInit
 const log = createLogger(logLevel).child({ component: 'funnel' })
 const database = await openDatabase(databaseUrl, { waitMs: databaseWaitMs })
-const funnel = new Funnel({
-  db: database.db,
-  identity,
-  log,
-  report: (event) => port.postMessage({ type: 'funnel', event }),
-  sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodeAes) : null,
-  lease: new FunnelLease(database.db),
-})
-await funnel.load()
-funnel.start()
+const funnel = sequencer
+  ? new Funnel({
+      db: database.db,
+      identity,
+      log,
+      report: (event) => port.postMessage({ type: 'funnel', event }),
+      sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodeAes) : null,
+      lease: new FunnelLease(database.db),
+    })
+  : null
+await funnel?.load()
+funnel?.start()
 
 /** Writes under way: a stop waits for them, so that none is cut off by the closing connection. */
 const writing = new Set<Promise<void>>()
@@ -49,7 +54,7 @@ async function write(request: Extract<WriterRequest, { type: 'write' }>): Promis
   try {
     const results = await writeSubmissions(database.db, request.submissions)
     port.postMessage({ type: 'written', id: request.id, results })
-    if (results.some((result) => 'inserted' in result && result.inserted > 0)) funnel.wake()
+    if (results.some((result) => 'inserted' in result && result.inserted > 0)) funnel?.wake()
   } catch (error) {
     log.error({ err: error }, 'pool write failed')
     port.postMessage({ type: 'written', id: request.id, error: (error as Error).message })
@@ -59,7 +64,7 @@ async function write(request: Extract<WriterRequest, { type: 'write' }>): Promis
 async function stop(): Promise<void> {
   try {
     await Promise.all(writing)
-    await funnel.stop()
+    await funnel?.stop()
     await database.close()
   } catch (error) {
     log.error({ err: error }, 'the writer thread did not stop cleanly')

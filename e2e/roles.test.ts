@@ -1,0 +1,77 @@
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { test } from 'node:test'
+import { NodeClient } from '../src/client/client.js'
+import { readKeyFile } from '../src/client/key-file.js'
+import { createTestDatabase, dropTestDatabase, testDialect } from '../src/testing/databases.js'
+import { exited, freePort, runCli, spawnServer } from '../src/testing/node-process.js'
+
+test(`an api replica and a funnel process share one ${testDialect} database`, {
+  timeout: 120_000,
+}, async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-roles-'))
+  const started: Awaited<ReturnType<typeof spawnServer>>[] = []
+  try {
+    const args = [
+      '--data-dir',
+      dataDir,
+      '--database-url',
+      await createTestDatabase(dataDir),
+      '--log-level',
+      'warn',
+    ]
+    const role = async (name: string) => {
+      const process = await spawnServer(
+        ['node', ...args, '--role', name, '--port', String(await freePort())],
+        'node',
+      )
+      started.push(process)
+      return process
+    }
+    // The funnel pools the genesis (the database is fresh) and commits it; then the replicas start.
+    const funnel = await role('funnel')
+    const replicas = [await role('api'), await role('api')]
+
+    const admin = readKeyFile(join(dataDir, 'admin.key.json'))
+    for (const [i, replica] of replicas.entries()) {
+      const client = new NodeClient(replica.url)
+      const signed = await client.sign(admin, {
+        type: 'create_asset',
+        asset: `replica${i}${Date.now().toString(36)}:EUR`,
+        issuer: admin.person!,
+        scale: 2,
+        name: `Replica ${i}`,
+      })
+      // Decided by the funnel process; the replica learns the outcome from the database.
+      const [outcome] = await client.submitAndWait(admin, [signed], 15_000)
+      assert.equal(outcome?.status, 'accepted', JSON.stringify(outcome))
+      assert.match(await (await fetch(`${replica.url}/metrics`)).text(), /^vmoney_funnel_leading 0$/m)
+    }
+    assert.match(await (await fetch(`${funnel.url}/metrics`)).text(), /^vmoney_funnel_leading 1$/m)
+    assert.equal((await fetch(`${funnel.url}/v1/log/checkpoint`)).status, 404, 'the funnel serves no api')
+    assert.equal((await fetch(`${funnel.url}/readyz`)).status, 200)
+
+    const wrong = await runCli(['node', ...args, '--role', 'everything', '--port', String(await freePort())])
+    assert.equal(wrong.code, 2)
+    assert.match(wrong.stderr, /VMONEY_ROLE must be all, api or funnel/)
+    const startWithRole = await runCli([
+      'start',
+      ...args,
+      '--role',
+      'api',
+      '--port',
+      String(await freePort()),
+    ])
+    assert.equal(startWithRole.code, 2)
+    assert.match(startWithRole.stderr, /--role is for vmoney node/)
+  } finally {
+    for (const process of started) {
+      process.child.kill('SIGTERM')
+      await exited(process.child)
+    }
+    await dropTestDatabase(dataDir)
+    rmSync(dataDir, { recursive: true, force: true })
+  }
+})
