@@ -1,10 +1,11 @@
 /**
- * The crash-safety campaign: runs of load from several clients, a SIGKILL of a random process (the node
- * or its block browser) at a random moment, a restart, and the checks that nothing acknowledged was lost
+ * The crash-safety campaign: runs of load from several clients, a SIGKILL of a random process (an api
+ * replica, the funnel process or the block browser) at a random moment, a restart, and the checks that nothing acknowledged was lost
  * or doubled, the chain has no gap or fork, the audit passes, money is conserved and browser and node
  * agree. `npm test` runs a short profile per dialect; `npm run campaign` runs 50 runs per dialect.
  */
 import assert from 'node:assert/strict'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -16,8 +17,16 @@ import { openDatabase } from '../src/node/storage/database.js'
 import { type BlockHeader, headerHash } from '../src/protocol/block.js'
 import { toBase64 } from '../src/protocol/encoding.js'
 import type { SignedTransaction } from '../src/protocol/transaction.js'
-import { dropTestDatabase, testDatabaseArgs, testDatabaseUrl, testDialect } from '../src/testing/databases.js'
-import { exited, freePort, runCli, spawnBrowser, spawnNode } from '../src/testing/node-process.js'
+import {
+  createTestDatabase,
+  dropTestDatabase,
+  testDatabaseArgs,
+  testDatabaseUrl,
+  testDialect,
+} from '../src/testing/databases.js'
+import { exited, freePort, runCli, spawnBrowser, spawnServer } from '../src/testing/node-process.js'
+
+type Started = { readonly child: ChildProcess; readonly url: string }
 
 /** Runs in this profile: `VMONEY_CAMPAIGN_RUNS` (npm run campaign sets 50). */
 const runs = Number(process.env.VMONEY_CAMPAIGN_RUNS ?? 10)
@@ -33,7 +42,7 @@ const apiSample = 20
 
 interface Tally {
   runs: number
-  kills: Record<'node' | 'browser', number>
+  kills: Record<Target, number>
   acknowledged: number
   accepted: number
   lost: number
@@ -45,7 +54,7 @@ test(`crash campaign on ${testDialect}: ${runs} runs of load, SIGKILL, restart a
 }, async () => {
   const tally: Tally = {
     runs: 0,
-    kills: { node: 0, browser: 0 },
+    kills: { api: 0, funnel: 0, browser: 0 },
     acknowledged: 0,
     accepted: 0,
     lost: 0,
@@ -53,55 +62,68 @@ test(`crash campaign on ${testDialect}: ${runs} runs of load, SIGKILL, restart a
   }
   for (let run = 0; run < runs; run++) await campaignRun(tally)
   process.stdout.write(
-    `campaign ${testDialect}: runs ${tally.runs}, kills ${tally.kills.node + tally.kills.browser} (node ${tally.kills.node}, browser ${tally.kills.browser}), acknowledged ${tally.acknowledged}, accepted ${tally.accepted}, lost ${tally.lost}, doubled ${tally.doubled}\n`,
+    `campaign ${testDialect}: runs ${tally.runs}, kills ${tally.kills.api + tally.kills.funnel + tally.kills.browser} (api ${tally.kills.api}, funnel ${tally.kills.funnel}, browser ${tally.kills.browser}), acknowledged ${tally.acknowledged}, accepted ${tally.accepted}, lost ${tally.lost}, doubled ${tally.doubled}\n`,
   )
   assert.equal(tally.lost, 0)
   assert.equal(tally.doubled, 0)
   assert.ok(tally.acknowledged > 0, 'the load got transactions acknowledged before the kills')
 })
 
+type Target = 'api' | 'funnel' | 'browser'
+const targets: readonly Target[] = ['api', 'funnel', 'browser']
+
 async function campaignRun(tally: Tally): Promise<void> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-campaign-'))
-  const nodePort = await freePort()
-  const browserPort = await freePort()
-  const browserUrl = `http://127.0.0.1:${browserPort}`
-  let node: Awaited<ReturnType<typeof spawnNode>> | undefined
-  let browser: Awaited<ReturnType<typeof spawnBrowser>> | undefined
-  const startNode = () => spawnNode('node', dataDir, nodePort, { VMONEY_PUBLISH_TO: browserUrl })
-  const startBrowser = (nodeKey: string) =>
-    spawnBrowser([
-      '--data-dir',
-      dataDir,
-      '--follow',
-      `${node!.url}=${nodeKey}`,
-      '--browser-port',
-      String(browserPort),
-    ])
+  const ports = { api: await freePort(), funnel: await freePort(), browser: await freePort() }
+  const browserUrl = `http://127.0.0.1:${ports.browser}`
+  const processes: Partial<Record<Target, Started>> = {}
+  const nodeArgs = [
+    '--data-dir',
+    dataDir,
+    '--database-url',
+    await createTestDatabase(dataDir),
+    '--log-level',
+    'warn',
+  ]
+  let nodeKey = ''
+  const start = async (target: Target): Promise<Started> => {
+    if (target === 'browser') {
+      const follow = `${processes.api!.url}=${nodeKey}`
+      return spawnBrowser([
+        '--data-dir',
+        dataDir,
+        '--follow',
+        follow,
+        '--browser-port',
+        String(ports.browser),
+      ])
+    }
+    const args = ['node', ...nodeArgs, '--role', target, '--port', String(ports[target])]
+    return spawnServer(args, 'node', target === 'funnel' ? { VMONEY_PUBLISH_TO: browserUrl } : {})
+  }
   try {
-    node = await startNode()
-    const nodeKey = ((await (await fetch(`${node.url}/v1/node`)).json()) as { signingKey: { x: string } })
-      .signingKey.x
-    browser = await startBrowser(nodeKey)
-    const world = await seedDemo(node.url, join(dataDir, 'admin.key.json'), dataDir)
+    // The funnel first: on a fresh database it pools the genesis and commits it, which the api waits for.
+    processes.funnel = await start('funnel')
+    processes.api = await start('api')
+    const apiUrl = processes.api.url
+    nodeKey = ((await (await fetch(`${apiUrl}/v1/node`)).json()) as { signingKey: { x: string } }).signingKey
+      .x
+    processes.browser = await start('browser')
+    const world = await seedDemo(apiUrl, join(dataDir, 'admin.key.json'), dataDir)
     const person = (name: string) => world.persons.find((p) => p.name === name)!
     const keysOf = (name: string) => readKeyFile(join(dataDir, 'demo', person(name).keyFile))
     const parties: { keys: DeviceKeys; from: string; to: string }[] = [
       { keys: keysOf('Alice'), from: person('Alice').accounts[0]!, to: person('Bob').accounts[0]! },
       { keys: keysOf('Bob'), from: person('Bob').accounts[0]!, to: person('Alice').accounts[0]! },
     ]
-    const acknowledged = await loadAndKill(node.url, world, parties, async () => {
-      if (Math.random() < 0.5) {
-        node!.child.kill('SIGKILL')
-        tally.kills.node++
-        await exited(node!.child)
-        node = await startNode()
-      } else {
-        browser!.child.kill('SIGKILL')
-        tally.kills.browser++
-        await exited(browser!.child)
-        browser = await startBrowser(nodeKey)
-      }
+    const acknowledged = await loadAndKill(apiUrl, world, parties, async () => {
+      const target = targets[Math.floor(Math.random() * targets.length)]!
+      processes[target]!.child.kill('SIGKILL')
+      tally.kills[target]++
+      await exited(processes[target]!.child)
+      processes[target] = await start(target)
     })
+    const node = processes.api
 
     const outcomes = await settledOutcomes(dataDir, [...acknowledged.keys()])
     for (const outcome of outcomes.values())
@@ -121,10 +143,9 @@ async function campaignRun(tally: Tally): Promise<void> {
     tally.acknowledged += acknowledged.size
     tally.accepted += [...outcomes.values()].filter((o) => o.status === 'accepted').length
   } finally {
-    for (const child of [node?.child, browser?.child]) child?.kill('SIGKILL')
-    await Promise.all(
-      [node, browser].map((started) => (started === undefined ? null : exited(started.child))),
-    )
+    const running = Object.values(processes)
+    for (const started of running) started.child.kill('SIGKILL')
+    await Promise.all(running.map((started) => exited(started.child)))
     await dropTestDatabase(dataDir)
     rmSync(dataDir, { recursive: true, force: true })
   }
