@@ -12,9 +12,12 @@ import { onTestServer, testMysqlServer, testPostgresServer } from './databases.j
 
 const dialects: readonly Dialect[] = ['sqlite', 'postgres', 'mysql']
 const serverProbeTimeoutMs = 3_000
-/** Test files run two at a time (the machine's cores); none may run longer than this. */
+/**
+ * Test files run two at a time (the machine's cores); none may run longer than this: the crash campaign's
+ * ten runs, each starting three processes on a fresh database, are the longest.
+ */
 const testConcurrency = 2
-const testTimeoutMs = 300_000
+const testTimeoutMs = 600_000
 
 function required(): Set<string> {
   const listed = (process.env.VMONEY_TEST_DIALECTS ?? '').split(',').filter((name) => name !== '')
