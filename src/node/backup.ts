@@ -6,7 +6,16 @@
  * every row in one transaction.
  */
 import { createHash } from 'node:crypto'
-import { closeSync, createReadStream, fsyncSync, openSync, renameSync, rmSync, writeSync } from 'node:fs'
+import {
+  closeSync,
+  createReadStream,
+  fsyncSync,
+  openSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeSync,
+} from 'node:fs'
 import { createInterface } from 'node:readline'
 import { type Kysely, sql, type Transaction } from 'kysely'
 import { fromBase64, toBase64 } from '../protocol/encoding.js'
@@ -283,5 +292,5 @@ export async function restore(database: NodeDatabase, file: string): Promise<Bac
     .orderBy('height', 'desc')
     .limit(1)
     .executeTakeFirst()
-  return { file, rows: trailer.rows, logSize: head?.log_size ?? 0, bytes: 0 }
+  return { file, rows: trailer.rows, logSize: head?.log_size ?? 0, bytes: statSync(file).size }
 }

@@ -282,6 +282,8 @@ export class Pool {
   }
 
   async #look(): Promise<void> {
+    // The timer that started this look: if decidedHere flipped meanwhile, another loop (or none) goes on.
+    const watch = this.#watch
     try {
       const ids = [...this.#waiters.keys()].slice(0, idsPerQueryMax)
       if (ids.length > 0) {
@@ -292,7 +294,7 @@ export class Pool {
     } catch {
       // The database is away: the next look tries again, and the waits end at their bound meanwhile.
     }
-    if (this.#watch !== null) this.#watch = setTimeout(() => void this.#look(), decisionPollMs)
+    if (this.#watch === watch) this.#watch = setTimeout(() => void this.#look(), decisionPollMs)
   }
 
   /** Stops looking in the database (at shutdown). */
