@@ -35,6 +35,20 @@ test(`an api replica and a funnel process share one ${testDialect} database`, {
     const replicas = [await role('api'), await role('api')]
 
     const admin = readKeyFile(join(dataDir, 'admin.key.json'))
+    // A changefeed on the second replica hears of blocks committed through the first.
+    const feed = new AbortController()
+    const heights: number[] = []
+    const listening = (async () => {
+      for await (const event of new NodeClient(replicas[1]!.url).changes(admin, {
+        after: '0-0',
+        signal: feed.signal,
+      })) {
+        if (event.event === 'block') heights.push((JSON.parse(event.data) as { height: number }).height)
+      }
+    })().catch((error: unknown) => {
+      if (!feed.signal.aborted) throw error
+    })
+    const committedAt: number[] = []
     for (const [i, replica] of replicas.entries()) {
       const client = new NodeClient(replica.url)
       const signed = await client.sign(admin, {
@@ -47,9 +61,16 @@ test(`an api replica and a funnel process share one ${testDialect} database`, {
       // Decided by the funnel process; the replica learns the outcome from the database.
       const [outcome] = await client.submitAndWait(admin, [signed], 15_000)
       assert.equal(outcome?.status, 'accepted', JSON.stringify(outcome))
+      committedAt.push(outcome.blockHeight!)
       assert.match(await (await fetch(`${replica.url}/metrics`)).text(), /^vmoney_funnel_leading 0$/m)
     }
     assert.match(await (await fetch(`${funnel.url}/metrics`)).text(), /^vmoney_funnel_leading 1$/m)
+    for (let waited = 0; !committedAt.every((height) => heights.includes(height)); waited += 50) {
+      assert.ok(waited < 10_000, `blocks ${committedAt} reached the other replica's feed: ${heights}`)
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    feed.abort()
+    await listening
     assert.equal((await fetch(`${funnel.url}/v1/log/checkpoint`)).status, 404, 'the funnel serves no api')
     assert.equal((await fetch(`${funnel.url}/readyz`)).status, 200)
 

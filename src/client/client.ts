@@ -7,6 +7,7 @@ import {
   signTransaction,
   type Transaction,
 } from '../protocol/transaction.js'
+import { readEventStream, type StreamEvent } from './event-stream.js'
 import type { DeviceKeys } from './key-file.js'
 import { answerBytesMax, readBounded } from './read-bounded.js'
 
@@ -125,6 +126,43 @@ export class NodeClient {
       undefined,
       signRequest(requestTarget('GET', this.baseUrl + path), keys.keyId, keys.signing.secretKey),
     )
+  }
+
+  /**
+   * The changefeed (`GET /v1/changes` as Server-Sent Events), signed with a device key: yields events until
+   * the server ends the stream or `signal` aborts. Resume with the last event's id as `after`.
+   */
+  async *changes(
+    keys: DeviceKeys,
+    options: { accounts?: readonly string[]; all?: boolean; after?: string; signal?: AbortSignal } = {},
+  ): AsyncGenerator<StreamEvent> {
+    const query = new URLSearchParams()
+    for (const account of options.accounts ?? []) query.append('account', account)
+    if (options.all === true) query.set('all', 'true')
+    if (options.after !== undefined) query.set('after', options.after)
+    const path = `/v1/changes${query.size > 0 ? `?${query}` : ''}`
+    let response: Response
+    try {
+      response = await fetch(this.baseUrl + path, {
+        headers: {
+          accept: 'text/event-stream',
+          ...signRequest(requestTarget('GET', this.baseUrl + path), keys.keyId, keys.signing.secretKey),
+        },
+        ...(options.signal === undefined ? {} : { signal: options.signal }),
+      })
+    } catch (error) {
+      throw new VmError('node_unreachable', `cannot reach ${this.baseUrl}: ${(error as Error).message}`, {
+        status: 503,
+        cause: error,
+      })
+    }
+    if (!response.ok || response.body === null) {
+      const problem = (await response.json().catch(() => ({}))) as { code?: string; detail?: string }
+      throw new VmError(problem.code ?? 'http_error', problem.detail ?? `GET ${path}: ${response.status}`, {
+        status: response.status,
+      })
+    }
+    yield* readEventStream(response.body)
   }
 
   async publicGet(path: string): Promise<unknown> {

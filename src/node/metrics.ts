@@ -46,6 +46,11 @@ export function createMetrics() {
     help: 'Transactions waiting in the pool',
     registers: [registry],
   })
+  const changeSubscribers = new Gauge({
+    name: 'vmoney_change_subscribers',
+    help: 'Open changefeed streams (SSE and WebSocket) on this process',
+    registers: [registry],
+  })
   const publisher: PublisherMetrics = {
     published: new Counter({
       name: 'vmoney_blocks_published_total',
@@ -83,7 +88,7 @@ export function createMetrics() {
       stepSeconds.observe(durationMs / 1000)
     },
   }
-  return { registry, funnel, publisher, httpRequests, poolPending }
+  return { registry, funnel, publisher, httpRequests, poolPending, changeSubscribers }
 }
 
 export type Metrics = ReturnType<typeof createMetrics>

@@ -10,6 +10,7 @@ import { buildApp } from './api/app.js'
 import type { ApiContext } from './api/context.js'
 import { KeyDirectory } from './api/key-directory.js'
 import { SignatureVerifier } from './api/signature-verifier.js'
+import { ChangeTail } from './changes/change-feed.js'
 import type { NodeConfig } from './config.js'
 import { Writer } from './funnel/writer.js'
 import { hasIdentity, loadMasterKey, loadOrCreateIdentity, type NodeIdentity } from './identity.js'
@@ -69,6 +70,9 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     publisher.start()
   }
   const keys = new KeyDirectory(db)
+  // Every process that serves reads tails the committed log: its streams, and its key cache when another
+  // process committed a change of keys.
+  const changes = new ChangeTail(db, log.child({ component: 'changes' }), () => keys.invalidate())
   const pool = new Pool(db, (submissions) => writer.write(submissions))
   let writer: Writer
   try {
@@ -97,7 +101,10 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
           return
         }
         pool.announce(event.decisions)
-        if (event.header !== null) for (const publisher of publishers) publisher.wake()
+        if (event.header !== null) {
+          for (const publisher of publishers) publisher.wake()
+          changes.wake()
+        }
         metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
         if (event.keysChanged) keys.invalidate()
       },
@@ -142,12 +149,15 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       verifier,
       metrics,
       noteVerifierKey: noteVerifierKey(identity.origin, identity.signing.publicKey),
+      changes,
     }
+    if (config.role !== 'funnel') await changes.start()
     app = await buildApp(context, log.child({ component: 'api' }), config.rateLimit, config.role !== 'funnel')
     url = await listen(app, config.host, config.port, 'VMONEY_PORT or --port')
   } catch (error) {
     // A node that cannot serve stops its threads and connections, so the process can exit.
     pool.stop()
+    await changes.stop()
     await writer.stop()
     await verifier.close()
     await database.close()
@@ -165,6 +175,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     async close() {
       await app.close()
       await Promise.all(publishers.map((publisher) => publisher.stop()))
+      await changes.stop()
       pool.stop()
       await writer.stop()
       await verifier.close()

@@ -1,7 +1,9 @@
+import websocket from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { createHttpApp, operationRoutes } from '../../http/server.js'
 import type { ApiContext } from './context.js'
+import { changeRoutes } from './routes/changes.js'
 import { logRoutes } from './routes/log.js'
 import { readRoutes } from './routes/reads.js'
 import { transactionRoutes } from './routes/transactions.js'
@@ -25,7 +27,7 @@ export async function buildApp(
     {
       title: 'VisibleMoney node',
       description: 'Signed transactions, a verifiable RFC 9162 log, and authorized reads.',
-      tags: ['transactions', 'accounts', 'persons', 'assets', 'log', 'operations'],
+      tags: ['transactions', 'accounts', 'persons', 'assets', 'log', 'live', 'operations'],
       bodyBytesMax,
       requestsPerWindowMax,
       httpRequests: context.metrics.httpRequests,
@@ -33,9 +35,12 @@ export async function buildApp(
     logger,
   )
   if (publicRoutes) {
+    // Clients send nothing on a changefeed's socket: a small frame limit is enough.
+    await app.register(websocket, { options: { maxPayload: 4096 } })
     transactionRoutes(app, context)
     readRoutes(app, context)
     logRoutes(app, context)
+    changeRoutes(app, context, context.changes)
   }
   operationRoutes(app, {
     ready: async () => {

@@ -1,5 +1,6 @@
 import type { Kysely } from 'kysely'
 import type { BatchVerifier } from '../../protocol/keys.js'
+import type { ChangeTail } from '../changes/change-feed.js'
 import type { NodeIdentity } from '../identity.js'
 import type { Metrics } from '../metrics.js'
 import type { Pool } from '../pool/pool.js'
@@ -15,4 +16,6 @@ export interface ApiContext {
   readonly verifier: BatchVerifier
   readonly metrics: Metrics
   readonly noteVerifierKey: string
+  /** The changefeed of this process. */
+  readonly changes: ChangeTail
 }
