@@ -5,6 +5,7 @@ import { registerClientCommands } from './client-commands.js'
 import { registerNodeCommands } from './node-commands.js'
 import { exitCodeOf, exitCodes } from './output.js'
 import { registerVerifyCommand } from './verify-command.js'
+import { registerWebhookCommands } from './webhook-commands.js'
 
 // Settings may also come from a .env file in the working directory (the environment wins).
 if (existsSync('.env')) process.loadEnvFile('.env')
@@ -24,6 +25,7 @@ registerNodeCommands(program)
 registerBrowserCommand(program)
 registerClientCommands(program)
 registerVerifyCommand(program)
+registerWebhookCommands(program)
 program.addOption(new Option('--no-color').hideHelp())
 
 try {

@@ -27,6 +27,7 @@ const serverSettings: SettingName[] = [
   'auditorKeys',
   'rateLimit',
   'role',
+  'webhookAttempts',
   'masterKey',
   'logLevel',
 ]

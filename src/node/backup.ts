@@ -52,6 +52,8 @@ export const backupTables: readonly { name: TableName; key: readonly string[]; b
     { name: 'ledger_entries', key: ['seq'] },
     { name: 'ledger_views', key: ['id'] },
     { name: 'ledger_view_accounts', key: ['account', 'view_id'] },
+    { name: 'node_webhooks', key: ['id'] },
+    { name: 'node_webhook_dead_letters', key: ['id'] },
   ]
 
 interface BackupHeader {
@@ -279,8 +281,12 @@ export async function restore(database: NodeDatabase, file: string): Promise<Bac
     await flush()
     // Serial keys continue after the restored rows (SQLite and MySQL do so by themselves).
     if (dialectOfDb(trx) === 'postgres') {
-      for (const table of ['pool', 'ledger_entries']) {
-        await sql`select setval(pg_get_serial_sequence(${table}, 'seq'), coalesce((select max(seq) from ${sql.table(table)}), 0) + 1, false)`.execute(
+      for (const [table, column] of [
+        ['pool', 'seq'],
+        ['ledger_entries', 'seq'],
+        ['node_webhook_dead_letters', 'id'],
+      ] as const) {
+        await sql`select setval(pg_get_serial_sequence(${table}, ${column}), coalesce((select max(${sql.ref(column)}) from ${sql.table(table)}), 0) + 1, false)`.execute(
           trx,
         )
       }

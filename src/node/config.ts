@@ -79,6 +79,12 @@ export const settings = {
     default: 'all',
     help: 'all: api and funnel; api: a stateless api replica; funnel: the sequencer (with publication), serving only /healthz, /readyz and /metrics. Funnels of one node take turns by a lease in the database',
   },
+  webhookAttempts: {
+    env: 'VMONEY_WEBHOOK_ATTEMPTS',
+    flag: 'webhook-attempts',
+    default: '12',
+    help: 'attempts of one webhook delivery (backing off from 1 s, doubling, up to 60 s between them) before it goes to the dead-letter list',
+  },
   logLevel: {
     env: 'VMONEY_LOG_LEVEL',
     flag: 'log-level',
@@ -105,6 +111,7 @@ export interface NodeConfig {
   /** Undefined: each server's own default. */
   readonly rateLimit: number | undefined
   readonly role: NodeRole
+  readonly webhookAttempts: number
   readonly logLevel: string
 }
 
@@ -241,8 +248,21 @@ export function loadConfig(
     ),
     rateLimit: rateLimit(value('rateLimit')),
     role: nodeRole(value('role')),
+    webhookAttempts: webhookAttempts(value('webhookAttempts')),
     logLevel,
   }
+}
+
+/** Attempts of one webhook delivery: at most about an hour of backing off. */
+export const webhookAttemptsMax = 64
+
+function webhookAttempts(text: string): number {
+  if (!/^\d{1,2}$/.test(text) || Number(text) < 1 || Number(text) > webhookAttemptsMax)
+    throw new VmError(
+      'config_invalid',
+      `${settings.webhookAttempts.env} must be a whole number from 1 to ${webhookAttemptsMax}, got ${JSON.stringify(text)}`,
+    )
+  return Number(text)
 }
 
 export type NodeRole = 'all' | 'api' | 'funnel'

@@ -51,6 +51,12 @@ export function createMetrics() {
     help: 'Open changefeed streams (SSE and WebSocket) on this process',
     registers: [registry],
   })
+  const webhookDeliveries = new Counter({
+    name: 'vmoney_webhook_deliveries_total',
+    help: 'Webhook deliveries by result: delivered, failed (retried), dead_lettered',
+    labelNames: ['result'],
+    registers: [registry],
+  })
   const publisher: PublisherMetrics = {
     published: new Counter({
       name: 'vmoney_blocks_published_total',
@@ -88,7 +94,7 @@ export function createMetrics() {
       stepSeconds.observe(durationMs / 1000)
     },
   }
-  return { registry, funnel, publisher, httpRequests, poolPending, changeSubscribers }
+  return { registry, funnel, publisher, httpRequests, poolPending, changeSubscribers, webhookDeliveries }
 }
 
 export type Metrics = ReturnType<typeof createMetrics>

@@ -18,6 +18,7 @@ import { createMetrics } from './metrics.js'
 import { Pool, poolRow } from './pool/pool.js'
 import { Publisher } from './publisher.js'
 import { type NodeDatabase, openDatabase } from './storage/database.js'
+import { WebhookDispatcher } from './webhooks/dispatcher.js'
 
 /** How long a fresh node waits for its genesis block before it gives up starting. */
 export const genesisWaitMs = 30_000
@@ -73,6 +74,15 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
   // Every process that serves reads tails the committed log: its streams, and its key cache when another
   // process committed a change of keys.
   const changes = new ChangeTail(db, log.child({ component: 'changes' }), () => keys.invalidate())
+  // Webhooks go with the lease: the process that sequences delivers.
+  const webhooks = new WebhookDispatcher({
+    db,
+    masterKey: masterKey.key,
+    nodeId: identity.nodeId,
+    log: log.child({ component: 'webhooks' }),
+    attemptsMax: config.webhookAttempts,
+    deliveries: metrics.webhookDeliveries,
+  })
   const pool = new Pool(db, (submissions) => writer.write(submissions))
   let writer: Writer
   try {
@@ -98,12 +108,14 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
         if (event.kind === 'lease') {
           metrics.funnel.leading.set(event.leading ? 1 : 0)
           pool.decidedHere(event.leading)
+          webhooks.lead(event.leading)
           return
         }
         pool.announce(event.decisions)
         if (event.header !== null) {
           for (const publisher of publishers) publisher.wake()
           changes.wake()
+          webhooks.wake()
         }
         metrics.funnel.observeBlock(event.decisions, event.leafCount, event.durationMs)
         if (event.keysChanged) keys.invalidate()
@@ -116,6 +128,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     )
   } catch (error) {
     pool.stop()
+    await webhooks.stop()
     await database.close()
     throw error
   }
@@ -158,6 +171,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
     // A node that cannot serve stops its threads and connections, so the process can exit.
     pool.stop()
     await changes.stop()
+    await webhooks.stop()
     await writer.stop()
     await verifier.close()
     await database.close()
@@ -176,6 +190,7 @@ export async function startNode(config: NodeConfig, log: Logger): Promise<Runnin
       await app.close()
       await Promise.all(publishers.map((publisher) => publisher.stop()))
       await changes.stop()
+      await webhooks.stop()
       pool.stop()
       await writer.stop()
       await verifier.close()

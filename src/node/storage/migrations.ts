@@ -263,6 +263,44 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute()
       },
     },
+    /**
+     * Operators' webhooks: each delivers the committed log's events from its own cursor; batches that
+     * failed every attempt wait in a dead-letter list until replayed. Rows are never deleted (a removed
+     * webhook is marked so), which keeps SQLite's integer keys unique for good.
+     */
+    '0004-webhooks': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('node_webhooks')
+          .addColumn('id', key, (c) => c.primaryKey())
+          .addColumn('url', document, (c) => c.notNull())
+          .addColumn('secret', document, (c) => c.notNull())
+          .addColumn('events', document, (c) => c.notNull())
+          .addColumn('cursor_height', integer, (c) => c.notNull())
+          .addColumn('cursor_seq', integer, (c) => c.notNull())
+          .addColumn('removed', integer, (c) => c.notNull())
+          .addColumn('created_at', integer, (c) => c.notNull())
+          .addColumn('last_error', document)
+          .execute()
+        await db.schema
+          .createTable('node_webhook_dead_letters')
+          .addColumn('id', serial, (c) => c.primaryKey())
+          .addColumn('webhook_id', key, (c) => c.notNull())
+          .addColumn('events', document, (c) => c.notNull())
+          .addColumn('event_count', integer, (c) => c.notNull())
+          .addColumn('attempts', integer, (c) => c.notNull())
+          .addColumn('last_error', document, (c) => c.notNull())
+          .addColumn('failed_at', integer, (c) => c.notNull())
+          .addColumn('state', key, (c) => c.notNull())
+          .addColumn('replayed_at', integer)
+          .execute()
+        await db.schema
+          .createIndex('node_webhook_dead_letters_webhook')
+          .on('node_webhook_dead_letters')
+          .columns(['webhook_id', 'state', 'id'])
+          .execute()
+      },
+    },
   }
 }
 

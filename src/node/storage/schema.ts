@@ -147,6 +147,35 @@ export interface LeaseTable {
   expires_at: number
 }
 
+/** An operator's webhook: where it delivers, what, and how far it got (the cursor of its last delivery). */
+export interface WebhookTable {
+  id: string
+  url: string
+  /** The HMAC key, sealed under the master key. */
+  secret: string
+  /** JSON array of event types: `entry`, `block`. */
+  events: string
+  cursor_height: number
+  cursor_seq: number
+  removed: number
+  created_at: number
+  last_error: string | null
+}
+
+/** A batch that failed every attempt: `dead` until an operator asks `replay`, then `replayed` once delivered. */
+export interface WebhookDeadLetterTable {
+  id: Generated<number>
+  webhook_id: string
+  /** The JSON body's events, as they were sent (same ids on replay). */
+  events: string
+  event_count: number
+  attempts: number
+  last_error: string
+  failed_at: number
+  state: 'dead' | 'replay' | 'replayed'
+  replayed_at: number | null
+}
+
 export interface Database {
   pool: PoolTable
   chain_blocks: BlockTable
@@ -162,4 +191,6 @@ export interface Database {
   ledger_view_accounts: ViewAccountTable
   node_settings: NodeSettingTable
   node_leases: LeaseTable
+  node_webhooks: WebhookTable
+  node_webhook_dead_letters: WebhookDeadLetterTable
 }
