@@ -6,7 +6,7 @@ import { describe, test } from 'node:test'
 import { VmError } from '../protocol/errors.js'
 import { testDialect, testMysqlServer, testPostgresServer } from '../testing/databases.js'
 import { freePort, runCli } from '../testing/node-process.js'
-import { connect, dialectOf, redactUrl } from './connect.js'
+import { connect, dialectOf, postgresTarget, redactUrl } from './connect.js'
 
 const refusedWith = (code: string) => (error: unknown) => error instanceof VmError && error.code === code
 
@@ -25,6 +25,27 @@ describe('database URLs', () => {
         return true
       },
     )
+  })
+
+  test("PostgreSQL URLs may list several hosts and ask for a read-write server, as libpq's do", () => {
+    const target = postgresTarget(
+      'postgres://app:pw@db1:5432,db2:5433,[::1]:5434/ledger?sslmode=disable&target_session_attrs=read-write',
+    )
+    assert.equal(target.readWrite, true)
+    assert.deepEqual(target.hosts, ['db1:5432', 'db2:5433', '[::1]:5434'])
+    assert.deepEqual(target.urls, [
+      'postgres://app:pw@db1:5432/ledger?sslmode=disable',
+      'postgres://app:pw@db2:5433/ledger?sslmode=disable',
+      'postgres://app:pw@[::1]:5434/ledger?sslmode=disable',
+    ])
+    const single = postgresTarget('postgres://app@db1/ledger?target_session_attrs=any')
+    assert.deepEqual([single.urls, single.readWrite], [['postgres://app@db1/ledger'], false])
+    const plain = 'postgres://postgres@127.0.0.1:5432/vmoney'
+    assert.deepEqual(postgresTarget(plain).urls, [plain])
+    const invalid = (e: VmError) => e.code === 'config_invalid'
+    assert.throws(() => postgresTarget('postgres://db1/x?target_session_attrs=standby'), invalid)
+    assert.throws(() => postgresTarget('postgres://db1,,db2/x'), invalid)
+    assert.throws(() => postgresTarget(`postgres://${Array(9).fill('h').join(',')}/x`), invalid)
   })
 
   test('passwords are redacted', () => {

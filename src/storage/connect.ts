@@ -149,14 +149,110 @@ const permanentCodes = new Set([
   'ER_BAD_DB_ERROR',
 ])
 
+interface PostgresTarget {
+  /** The URL for each host, without libpq's multi-host parameters (node-postgres knows neither). */
+  readonly urls: readonly string[]
+  /** `host:port` of each, for messages. */
+  readonly hosts: readonly string[]
+  /** `target_session_attrs=read-write`: connect only to a server that takes writes (a primary). */
+  readonly readWrite: boolean
+}
+
+/** Servers one URL may list (libpq's `host1:port1,host2:port2`). */
+export const postgresHostsMax = 8
+
+/**
+ * Reads libpq's multi-host form, `postgres://user@h1:5432,h2:5432/db?target_session_attrs=read-write`,
+ * which node-postgres does not: the pool then tries the hosts in turn.
+ */
+export function postgresTarget(url: string): PostgresTarget {
+  const match = /^(postgres(?:ql)?:\/\/(?:[^@/?#]*@)?)([^/?#]*)(.*)$/.exec(url)
+  if (match === null) return { urls: [url], hosts: [], readWrite: false }
+  const [, prefix, hostList, rest] = match as unknown as [string, string, string, string]
+  let readWrite = false
+  const remaining = rest.replace(
+    /([?&])target_session_attrs=([^&#]*)&?/,
+    (_all, lead: string, value: string) => {
+      if (value !== 'read-write' && value !== 'any')
+        throw new VmError(
+          'config_invalid',
+          `target_session_attrs must be read-write or any, got ${JSON.stringify(value)}`,
+        )
+      readWrite = value === 'read-write'
+      return lead
+    },
+  )
+  const cleaned = remaining.replace(/[?&]$/, '')
+  const hosts = hostList.split(',')
+  for (const host of hosts) {
+    if (!/^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(:\d{1,5})?$/.test(host))
+      throw new VmError('config_invalid', `${JSON.stringify(host)} is not host[:port] in the database URL`)
+  }
+  if (hosts.length > postgresHostsMax)
+    throw new VmError('config_invalid', `a database URL lists at most ${postgresHostsMax} hosts`)
+  return { urls: hosts.map((host) => `${prefix}${host}${cleaned}`), hosts, readWrite }
+}
+
+/** SQLSTATE read_only_sql_transaction: what a standby answers, and what a read-write target refuses. */
+const readOnlyServerCode = '25006'
+
+/**
+ * A pg client class that connects to the host the pool last found good and moves to the next one when
+ * that one refuses the connection or, for a read-write target, turns out to be a standby: after a
+ * failover the pool finds the promoted server by itself.
+ */
+function failoverClient(target: PostgresTarget): typeof pg.Client {
+  const { hosts, urls } = target
+  let current = 0
+  const moveOn = (from: number) => {
+    if (current === from) current = (from + 1) % hosts.length
+  }
+  return class FailoverClient extends pg.Client {
+    readonly hostIndex: number
+    constructor(config: pg.ClientConfig) {
+      const at = current
+      super({ ...config, connectionString: urls[at]! })
+      this.hostIndex = at
+    }
+    // biome-ignore lint/suspicious/noExplicitAny: the pool calls the callback form of an overloaded method
+    override connect(callback?: any): any {
+      if (callback === undefined) return super.connect()
+      super.connect((error: Error | null) => {
+        if (error) moveOn(this.hostIndex)
+        callback(error)
+      })
+    }
+    /** Checked by the pool on every new connection. */
+    async checkWritable(): Promise<void> {
+      const { rows } = await this.query<{ standby: boolean }>('select pg_is_in_recovery() as standby')
+      if (rows[0]?.standby !== true) return
+      moveOn(this.hostIndex)
+      throw Object.assign(new Error(`${hosts[this.hostIndex]} is a standby (read-only)`), {
+        code: readOnlyServerCode,
+      })
+    }
+  }
+}
+
 function postgresKysely<Schema>(url: string, options: ConnectOptions): Kysely<Schema> {
+  const target = postgresTarget(url)
+  const failover = target.hosts.length > 1 || target.readWrite
   const pool = new pg.Pool({
-    connectionString: url,
+    connectionString: target.urls[0]!,
     max: options.connectionsMax,
     connectionTimeoutMillis: serverConnectTimeoutMs,
     statement_timeout: postgresStatementTimeoutMs,
     idle_in_transaction_session_timeout: idleInTransactionMsMax,
     types: { getTypeParser },
+    ...(failover
+      ? {
+          Client: failoverClient(target) as never,
+          onConnect: target.readWrite
+            ? (client: pg.ClientBase) =>
+                (client as unknown as { checkWritable(): Promise<void> }).checkWritable()
+            : undefined,
+        }
+      : {}),
   })
   // A connection that breaks (a server restart, a failover) must not crash the process: its query fails
   // (and the api answers 503), the next query takes a new connection. node-postgres reports the break as
@@ -250,6 +346,7 @@ const unavailableCodes = new Set([
   '57P02',
   '57P03',
   '53300',
+  readOnlyServerCode,
   'SQLITE_BUSY',
 ])
 
