@@ -66,8 +66,13 @@ export function parseCursor(text: string): Cursor {
   return { height: Number(match[1]), seq: Number(match[2]) }
 }
 
-export function isAfter(a: Cursor, b: Cursor): boolean {
-  return a.height > b.height || (a.height === b.height && a.seq > b.seq)
+/**
+ * Whether a stream at `cursor` still lacks this change. A stream holds every block up to its height and
+ * every entry it may read up to its seq (a filtered stream's seq is that of its own last entry), so each
+ * kind compares with its own half of the cursor.
+ */
+export function isNew(item: Positioned, cursor: Cursor): boolean {
+  return item.change.type === 'block' ? item.change.height > cursor.height : item.change.seq > cursor.seq
 }
 
 /** Which entries a stream carries (blocks go to every stream). */
@@ -187,8 +192,10 @@ export async function readChanges(
   }
 }
 
-/** Transactions after which the subscribers' rights are checked again. */
-const rightsChangingTypes = ['revoke_key', 'add_key', 'register_person', 'revoke_view', 'grant_view'] as const
+/** Transactions that change what the api's key cache holds. */
+const keyChangingTypes = ['register_person', 'add_key', 'revoke_key'] as const
+/** Transactions after which every stream's right is checked again, before anything more is sent. */
+const rightsRevokingTypes = ['revoke_key', 'revoke_view'] as const
 
 /** A live stream as the tail sees it. */
 export interface Subscriber {
@@ -204,7 +211,7 @@ export interface Subscriber {
   recheck(): Promise<void>
 }
 
-/** Live streams per process; past it 503. */
+/** Streams per process, catching up or live; past it 503. */
 export const subscribersMax = 1_000
 /** How often a process without commits of its own looks for new blocks. */
 export const tailIntervalMs = 100
@@ -218,17 +225,19 @@ export const catchUpPagesMax = 10_000
 export class ChangeTail {
   readonly #db: Kysely<Database>
   readonly #log: Logger
-  readonly #onRightsChanged: () => void
+  readonly #onKeysChanged: () => void
   readonly #subscribers = new Set<Subscriber>()
   readonly #sleep = new WakeableSleep()
   #cursor: Cursor = { height: 0, seq: 0 }
   #running: Promise<void> | null = null
   #stopped = false
+  /** Counts the revocations the tail has seen: a stream that caught up across one is checked again. */
+  #revocations = 0
 
-  constructor(db: Kysely<Database>, log: Logger, onRightsChanged: () => void) {
+  constructor(db: Kysely<Database>, log: Logger, onKeysChanged: () => void) {
     this.#db = db
     this.#log = log
-    this.#onRightsChanged = onRightsChanged
+    this.#onKeysChanged = onKeysChanged
   }
 
   get size(): number {
@@ -241,16 +250,7 @@ export class ChangeTail {
 
   /** Starts at the present: what was committed before is read by the streams that ask for it. */
   async start(): Promise<void> {
-    const [block, entry] = await Promise.all([
-      this.#db
-        .selectFrom('chain_blocks')
-        .select('height')
-        .orderBy('height', 'desc')
-        .limit(1)
-        .executeTakeFirst(),
-      this.#db.selectFrom('ledger_entries').select('seq').orderBy('seq', 'desc').limit(1).executeTakeFirst(),
-    ])
-    this.#cursor = { height: block?.height ?? 0, seq: entry?.seq ?? 0 }
+    this.#cursor = await presentCursor(this.#db)
     this.#running = this.#run()
   }
 
@@ -270,26 +270,23 @@ export class ChangeTail {
    * it joins the live fan-out. Resolves once it is live; rejects when the stream closed meanwhile.
    */
   async subscribe(subscriber: Subscriber, isOpen: () => boolean): Promise<void> {
-    if (this.#subscribers.size >= subscribersMax) {
-      throw new VmError(
-        'too_many_subscribers',
-        `${this.#subscribers.size} live streams are open; try later`,
-        {
-          status: 503,
-          detail: { retryAfterSeconds: 5 },
-        },
-      )
-    }
+    let revocations = this.#revocations
     for (let page = 0; page < catchUpPagesMax; page++) {
       if (!isOpen()) return
-      // Joining here is exact: the tail hands on only what comes after the stream's cursor.
-      if (!isAfter(this.#cursor, subscriber.cursor)) return this.#join(subscriber)
+      if (revocations !== this.#revocations) {
+        revocations = this.#revocations
+        await subscriber.recheck()
+        continue
+      }
+      // Joining here is exact: the tail hands on only what the stream lacks.
+      if (this.#cursor.height <= subscriber.cursor.height) return this.#join(subscriber)
       await subscriber.drained()
       const { changes, cursor, leaves } = await readChanges(this.#db, subscriber.cursor, subscriber.filter)
-      // Nothing committed beyond the stream's cursor: it is live, whatever the tail saw.
-      if (leaves === null) return this.#join(subscriber)
       for (const item of changes) if (!subscriber.deliver(item)) return
       subscriber.cursor = cursor
+      // Each page yields to timers and I/O (SQLite answers without leaving the microtask queue); a tail
+      // ahead of what this read saw is caught up with on the next.
+      await new Promise((resolve) => setTimeout(resolve, leaves === null ? 20 : 0))
     }
     throw new VmError('cursor_too_old', `the stream is more than ${catchUpPagesMax} pages behind`, {
       status: 410,
@@ -322,31 +319,60 @@ export class ChangeTail {
       const page = await readChanges(this.#db, this.#cursor, { kind: 'all' })
       more = page.more
       if (page.leaves === null) return
-      const rightsChanged = await this.#db
-        .selectFrom('chain_leaves')
-        .innerJoin('pool', 'pool.id', 'chain_leaves.transaction_id')
-        .select('pool.type')
-        .where('chain_leaves.leaf_index', '>=', page.leaves[0])
-        .where('chain_leaves.leaf_index', '<', page.leaves[1])
-        .where('pool.type', 'in', rightsChangingTypes)
-        .limit(1)
-        .executeTakeFirst()
+      const types = new Set(
+        (
+          await this.#db
+            .selectFrom('chain_leaves')
+            .innerJoin('pool', 'pool.id', 'chain_leaves.transaction_id')
+            .select('pool.type')
+            .distinct()
+            .where('chain_leaves.leaf_index', '>=', page.leaves[0])
+            .where('chain_leaves.leaf_index', '<', page.leaves[1])
+            .where('pool.type', 'in', [...keyChangingTypes, ...rightsRevokingTypes])
+            .execute()
+        ).map((row) => row.type),
+      )
+      if (keyChangingTypes.some((type) => types.has(type))) this.#onKeysChanged()
+      // A revoked right ends its streams before this page is sent: nothing of it reaches a reader who lost it.
+      if (rightsRevokingTypes.some((type) => types.has(type))) {
+        this.#revocations++
+        await Promise.all([...this.#subscribers].map((subscriber) => subscriber.recheck()))
+      }
       this.#cursor = page.cursor
       for (const subscriber of this.#subscribers) {
         for (const item of page.changes) {
-          if (!isAfter(item.cursor, subscriber.cursor)) continue
+          if (!isNew(item, subscriber.cursor)) continue
           if (item.change.type === 'entry' && !matches(subscriber.filter, item.change)) continue
           if (!subscriber.deliver(item)) {
             this.#subscribers.delete(subscriber)
             break
           }
-          subscriber.cursor = item.cursor
+          subscriber.cursor = {
+            height: Math.max(subscriber.cursor.height, item.cursor.height),
+            seq: Math.max(subscriber.cursor.seq, item.cursor.seq),
+          }
         }
-      }
-      if (rightsChanged !== undefined) {
-        this.#onRightsChanged()
-        await Promise.all([...this.#subscribers].map((subscriber) => subscriber.recheck()))
       }
     }
   }
+}
+
+/**
+ * The cursor of what is committed now. The entry is read before the block: a block committed in between
+ * then has its entries delivered after the cursor (late, never lost).
+ */
+export async function presentCursor(db: Kysely<Database>): Promise<Cursor> {
+  const entry = await db
+    .selectFrom('ledger_entries')
+    .select('seq')
+    .orderBy('seq', 'desc')
+    .limit(1)
+    .executeTakeFirst()
+  const block = await db
+    .selectFrom('chain_blocks')
+    .select('height')
+    .orderBy('height', 'desc')
+    .limit(1)
+    .executeTakeFirst()
+  return { height: block?.height ?? 0, seq: entry?.seq ?? 0 }
 }

@@ -154,6 +154,7 @@ export class WebhookDispatcher {
       .limit(1)
       .executeTakeFirst()
     if (replay !== undefined) {
+      // A replay is one delivery, asked by an operator: if it fails, the letter is dead again until asked.
       const result = await this.#post(hook, secret, replay.events)
       await this.#db
         .updateTable('node_webhook_dead_letters')
@@ -164,8 +165,7 @@ export class WebhookDispatcher {
         )
         .where('id', '=', replay.id)
         .execute()
-      this.#settle(state, result)
-      return result.ok
+      return true
     }
 
     const from: Cursor = { height: hook.cursor_height, seq: hook.cursor_seq }
@@ -192,7 +192,7 @@ export class WebhookDispatcher {
       await this.#advance(hook.id, from, to)
     } else if (state.attempts + 1 >= this.#attemptsMax) {
       // Every attempt failed: the batch waits in the dead-letter list and the webhook goes on.
-      await this.#db.transaction().execute(async (trx) => {
+      const deadLettered = await this.#db.transaction().execute(async (trx) => {
         const moved = await trx
           .updateTable('node_webhooks')
           .set({ cursor_height: to.height, cursor_seq: to.seq, last_error: result.error })
@@ -200,7 +200,8 @@ export class WebhookDispatcher {
           .where('cursor_height', '=', from.height)
           .where('cursor_seq', '=', from.seq)
           .executeTakeFirst()
-        if (Number(moved.numUpdatedRows) !== 1) return
+        // Another process moved the cursor meanwhile: it has this batch in hand.
+        if (Number(moved.numUpdatedRows) !== 1) return false
         await trx
           .insertInto('node_webhook_dead_letters')
           .values({
@@ -214,14 +215,16 @@ export class WebhookDispatcher {
             replayed_at: null,
           })
           .execute()
+        return true
       })
+      state.attempts = 0
+      state.retryAt = 0
+      if (!deadLettered) return true
       this.#deliveries.inc({ result: 'dead_lettered' })
       this.#log.warn(
         { webhook: hook.id, events: batch.length, error: result.error },
         'webhook batch dead-lettered',
       )
-      state.attempts = 0
-      state.retryAt = 0
       return true
     } else {
       await this.#db

@@ -3,7 +3,7 @@ import type { Kysely } from 'kysely'
 import { toBase64Url } from '../../protocol/encoding.js'
 import { VmError } from '../../protocol/errors.js'
 import { newId } from '../../protocol/transaction.js'
-import { formatCursor } from '../changes/change-feed.js'
+import { formatCursor, presentCursor } from '../changes/change-feed.js'
 import { sealSecret } from '../identity.js'
 import type { Database } from '../storage/schema.js'
 
@@ -123,10 +123,7 @@ export async function addWebhook(
       .executeTakeFirstOrThrow()
     if (Number(count.n) >= webhooksMax)
       throw new VmError('too_many_webhooks', `a node has at most ${webhooksMax} webhooks`, { status: 409 })
-    const [block, entry] = await Promise.all([
-      trx.selectFrom('chain_blocks').select('height').orderBy('height', 'desc').limit(1).executeTakeFirst(),
-      trx.selectFrom('ledger_entries').select('seq').orderBy('seq', 'desc').limit(1).executeTakeFirst(),
-    ])
+    const from = await presentCursor(trx)
     await trx
       .insertInto('node_webhooks')
       .values({
@@ -134,8 +131,8 @@ export async function addWebhook(
         url: target,
         secret: sealSecret(masterKey, secret, secretLabel(id)),
         events: JSON.stringify(events),
-        cursor_height: block?.height ?? 0,
-        cursor_seq: entry?.seq ?? 0,
+        cursor_height: from.height,
+        cursor_seq: from.seq,
         removed: 0,
         created_at: Date.now(),
         last_error: null,

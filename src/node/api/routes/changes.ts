@@ -106,6 +106,19 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
   function serve(subscription: Subscription, transport: Transport): void {
     transports.add(transport)
     context.metrics.changeSubscribers.set(transports.size)
+    let closed = false
+    const close = () => {
+      if (closed) return
+      closed = true
+      tail.unsubscribe(subscriber)
+      transports.delete(transport)
+      context.metrics.changeSubscribers.set(transports.size)
+    }
+    /** Ends the stream with an error event; from then on nothing more is written to it. */
+    const end = (error: unknown) => {
+      transport.fail(error instanceof VmError ? error : shuttingDown())
+      close()
+    }
     const subscriber: Subscriber = {
       get filter() {
         return subscription.filter
@@ -123,20 +136,14 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
             throw new VmError('signer_key_revoked', 'the signing key was revoked', { status: 401 })
           subscription.filter = await filterFor(subscription)
         } catch (error) {
-          transport.fail(error instanceof VmError ? error : shuttingDown())
+          end(error)
         }
       },
     }
-    transport.onClose(() => {
-      tail.unsubscribe(subscriber)
-      transports.delete(transport)
-      context.metrics.changeSubscribers.set(transports.size)
-    })
-    tail
-      .subscribe(subscriber, () => transport.isOpen())
-      .catch((error: unknown) => {
-        transport.fail(error instanceof VmError ? error : shuttingDown())
-      })
+    transport.onClose(close)
+    // The reader may have gone while it was being authorized: then its close came before the listener.
+    if (!transport.isOpen()) return close()
+    tail.subscribe(subscriber, () => !closed && transport.isOpen()).catch(end)
   }
 
   app.route({
@@ -156,8 +163,8 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
       const partial = { principal, accounts: query.account, all: query.all === true }
       if (partial.all && partial.accounts !== undefined)
         throw new VmError('invalid_query', 'choose `all` or `account`, not both', { status: 400 })
-      if (tail.size >= subscribersMax) {
-        throw new VmError('too_many_subscribers', `${tail.size} live streams are open; try later`, {
+      if (transports.size >= subscribersMax) {
+        throw new VmError('too_many_subscribers', `${transports.size} streams are open; try later`, {
           status: 503,
           detail: { retryAfterSeconds: 5 },
         })
@@ -189,7 +196,7 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
 
 function sseTransport(stream: ServerResponse): Transport {
   const write = (text: string): boolean => {
-    if (stream.destroyed) return false
+    if (stream.destroyed || stream.writableEnded) return false
     if (stream.writableLength > streamBufferedBytesMax) {
       stream.destroy()
       return false
@@ -206,7 +213,10 @@ function sseTransport(stream: ServerResponse): Transport {
       ),
     fail(error) {
       write(`event: error\ndata: ${JSON.stringify({ code: error.code, detail: error.message })}\n\n`)
+      if (stream.writableEnded) return
       stream.end()
+      // A reader that stops reading must not keep the socket and its buffer.
+      setTimeout(() => stream.destroy(), drainWaitMs).unref()
     },
     isOpen: () => !stream.destroyed && !stream.writableEnded,
     drained: () => waitUntil(() => stream.destroyed || stream.writableLength === 0),
