@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { test } from 'node:test'
 import { NodeClient } from '../src/client/client.js'
-import { readKeyFile } from '../src/client/key-file.js'
+import { newKeyFile, openKeyFile, readKeyFile } from '../src/client/key-file.js'
+import type { VmError } from '../src/protocol/errors.js'
 import { createTestDatabase, dropTestDatabase, testDialect } from '../src/testing/databases.js'
 import { exited, freePort, runCli, spawnServer } from '../src/testing/node-process.js'
 
@@ -71,6 +72,27 @@ test(`an api replica and a funnel process share one ${testDialect} database`, {
     }
     feed.abort()
     await listening
+
+    // A key revoked through one replica stops reading at the other once its tail saw the block: the
+    // replica's cache of keys is dropped.
+    const [first, second] = replicas.map((replica) => new NodeClient(replica.url)) as [NodeClient, NodeClient]
+    const spare = { ...openKeyFile(newKeyFile()), person: admin.person }
+    const decide = async (body: Parameters<NodeClient['sign']>[1]) => {
+      const [outcome] = await first.submitAndWait(admin, [await first.sign(admin, body)], 15_000)
+      assert.equal(outcome?.status, 'accepted', JSON.stringify(outcome))
+    }
+    await decide({ type: 'add_key', person: admin.person!, key: spare.deviceKey })
+    await second.get(spare, `/v1/persons/${admin.person}`)
+    await decide({ type: 'revoke_key', person: admin.person!, keyId: spare.keyId })
+    for (let waited = 0; ; waited += 100) {
+      const refused = await second.get(spare, `/v1/persons/${admin.person}`).then(
+        () => null,
+        (error: VmError) => error.code,
+      )
+      if (refused === 'signer_key_revoked') break
+      assert.ok(waited < 5_000, `the other replica still takes the revoked key (${refused})`)
+      await new Promise((resolve) => setTimeout(resolve, 100))
+    }
     assert.equal((await fetch(`${funnel.url}/v1/log/checkpoint`)).status, 404, 'the funnel serves no api')
     assert.equal((await fetch(`${funnel.url}/readyz`)).status, 200)
 

@@ -316,28 +316,26 @@ export class ChangeTail {
 
   async #readNew(): Promise<void> {
     for (let more = true; more && !this.#stopped; ) {
+      // With no stream to serve, the tail only moves its cursor and watches for changes of rights.
+      if (this.#subscribers.size === 0) {
+        const now = await presentCursor(this.#db)
+        if (now.height === this.#cursor.height) return
+        const span = await this.#db
+          .selectFrom('chain_blocks')
+          .select((eb) => [eb.fn.min('first_leaf').as('from'), eb.fn.max('log_size').as('until')])
+          .where('height', '>', this.#cursor.height)
+          .where('height', '<=', now.height)
+          .executeTakeFirstOrThrow()
+        await this.#rightsChanged([Number(span.from), Number(span.until)])
+        // A stream that joined meanwhile was promised everything after the old cursor: serve it that.
+        if (this.#subscribers.size > 0) continue
+        this.#cursor = now
+        return
+      }
       const page = await readChanges(this.#db, this.#cursor, { kind: 'all' })
       more = page.more
       if (page.leaves === null) return
-      const types = new Set(
-        (
-          await this.#db
-            .selectFrom('chain_leaves')
-            .innerJoin('pool', 'pool.id', 'chain_leaves.transaction_id')
-            .select('pool.type')
-            .distinct()
-            .where('chain_leaves.leaf_index', '>=', page.leaves[0])
-            .where('chain_leaves.leaf_index', '<', page.leaves[1])
-            .where('pool.type', 'in', [...keyChangingTypes, ...rightsRevokingTypes])
-            .execute()
-        ).map((row) => row.type),
-      )
-      if (keyChangingTypes.some((type) => types.has(type))) this.#onKeysChanged()
-      // A revoked right ends its streams before this page is sent: nothing of it reaches a reader who lost it.
-      if (rightsRevokingTypes.some((type) => types.has(type))) {
-        this.#revocations++
-        await Promise.all([...this.#subscribers].map((subscriber) => subscriber.recheck()))
-      }
+      await this.#rightsChanged(page.leaves)
       this.#cursor = page.cursor
       for (const subscriber of this.#subscribers) {
         for (const item of page.changes) {
@@ -353,6 +351,29 @@ export class ChangeTail {
           }
         }
       }
+    }
+  }
+
+  /**
+   * Looks at the types of the transactions in these leaves: keys changed, the api's cache is dropped; a
+   * right revoked, every stream is checked again before anything more is sent, so nothing of these leaves
+   * reaches a reader who lost the right.
+   */
+  async #rightsChanged([from, until]: readonly [number, number]): Promise<void> {
+    const rows = await this.#db
+      .selectFrom('chain_leaves')
+      .innerJoin('pool', 'pool.id', 'chain_leaves.transaction_id')
+      .select('pool.type')
+      .distinct()
+      .where('chain_leaves.leaf_index', '>=', from)
+      .where('chain_leaves.leaf_index', '<', until)
+      .where('pool.type', 'in', [...keyChangingTypes, ...rightsRevokingTypes])
+      .execute()
+    const types = new Set(rows.map((row) => row.type))
+    if (keyChangingTypes.some((type) => types.has(type))) this.#onKeysChanged()
+    if (rightsRevokingTypes.some((type) => types.has(type))) {
+      this.#revocations++
+      await Promise.all([...this.#subscribers].map((subscriber) => subscriber.recheck()))
     }
   }
 }

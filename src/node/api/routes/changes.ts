@@ -142,7 +142,10 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
     }
     transport.onClose(close)
     // The reader may have gone while it was being authorized: then its close came before the listener.
-    if (!transport.isOpen()) return close()
+    if (!transport.isOpen()) {
+      close()
+      return
+    }
     tail.subscribe(subscriber, () => !closed && transport.isOpen()).catch(end)
   }
 
