@@ -6,6 +6,7 @@ import { test } from 'node:test'
 import { createTestDatabase, dropTestDatabase, testDialect } from '../../testing/databases.js'
 import { runCli } from '../../testing/node-process.js'
 import { openDatabase } from './database.js'
+import { migrationNames } from './migrations.js'
 
 test(`two processes migrating one fresh ${testDialect} database at once are safe; a third finds nothing to do`, async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-migrate-'))
@@ -15,7 +16,10 @@ test(`two processes migrating one fresh ${testDialect} database at once are safe
     const both = await Promise.all([migrate(), migrate()])
     for (const result of both) assert.equal(result.code, 0, result.stderr)
     const outputs = both.map((result) => result.stdout).sort()
-    assert.match(outputs[0]!, /: applied 0001-core, 0002-views, 0003-funnel-lease\n$/)
+    assert.ok(
+      outputs[0]!.endsWith(`: applied ${migrationNames(testDialect).join(', ')}\n`),
+      `every migration, once, in order: ${outputs[0]}`,
+    )
     assert.match(outputs[1]!, /: the schema is up to date\n$/)
     const again = await migrate()
     assert.equal(again.code, 0, again.stderr)

@@ -304,6 +304,11 @@ function migrations(dialect: Dialect): Record<string, Migration> {
   }
 }
 
+/** The migrations' names, in the order they apply. */
+export function migrationNames(dialect: Dialect): string[] {
+  return Object.keys(migrations(dialect))
+}
+
 class StaticMigrationProvider implements MigrationProvider {
   readonly #dialect: Dialect
   constructor(dialect: Dialect) {
