@@ -192,11 +192,6 @@ export async function readChanges(
   }
 }
 
-/** Transactions that change what the api's key cache holds. */
-const keyChangingTypes = ['register_person', 'add_key', 'revoke_key'] as const
-/** Transactions after which every stream's right is checked again, before anything more is sent. */
-const rightsRevokingTypes = ['revoke_key', 'revoke_view'] as const
-
 /** A live stream as the tail sees it. */
 export interface Subscriber {
   readonly filter: EntryFilter
@@ -355,23 +350,28 @@ export class ChangeTail {
   }
 
   /**
-   * Looks at the types of the transactions in these leaves: keys changed, the api's cache is dropped; a
-   * right revoked, every stream is checked again before anything more is sent, so nothing of these leaves
-   * reaches a reader who lost the right.
+   * Looks at what these leaves did to keys and views: keys added or revoked, the api's cache is dropped; a
+   * key or view revoked, every stream is checked again before anything more is sent, so nothing of these
+   * leaves reaches a reader who lost the right.
    */
   async #rightsChanged([from, until]: readonly [number, number]): Promise<void> {
-    const rows = await this.#db
-      .selectFrom('chain_leaves')
-      .innerJoin('pool', 'pool.id', 'chain_leaves.transaction_id')
-      .select('pool.type')
-      .distinct()
-      .where('chain_leaves.leaf_index', '>=', from)
-      .where('chain_leaves.leaf_index', '<', until)
-      .where('pool.type', 'in', [...keyChangingTypes, ...rightsRevokingTypes])
-      .execute()
-    const types = new Set(rows.map((row) => row.type))
-    if (keyChangingTypes.some((type) => types.has(type))) this.#onKeysChanged()
-    if (rightsRevokingTypes.some((type) => types.has(type))) {
+    // Three probes of indexed leaf columns, whatever the size of the blocks.
+    const inRange = (column: 'added_leaf' | 'revoked_leaf', table: 'ledger_keys' | 'ledger_views') =>
+      this.#db
+        .selectFrom(table)
+        .select(column)
+        .where(column, '>=', from)
+        .where(column, '<', until)
+        .limit(1)
+        .executeTakeFirst()
+        .then((row) => row !== undefined)
+    const [keysAdded, keysRevoked, viewsRevoked] = await Promise.all([
+      inRange('added_leaf', 'ledger_keys'),
+      inRange('revoked_leaf', 'ledger_keys'),
+      inRange('revoked_leaf', 'ledger_views'),
+    ])
+    if (keysAdded || keysRevoked) this.#onKeysChanged()
+    if (keysRevoked || viewsRevoked) {
       this.#revocations++
       await Promise.all([...this.#subscribers].map((subscriber) => subscriber.recheck()))
     }

@@ -301,6 +301,22 @@ function migrations(dialect: Dialect): Record<string, Migration> {
           .execute()
       },
     },
+    /** The changefeed asks of each new block whether it added or revoked keys or revoked views. */
+    '0005-rights-by-leaf': {
+      async up(db: Kysely<unknown>) {
+        await db.schema.createIndex('ledger_keys_added_leaf').on('ledger_keys').column('added_leaf').execute()
+        await db.schema
+          .createIndex('ledger_keys_revoked_leaf')
+          .on('ledger_keys')
+          .column('revoked_leaf')
+          .execute()
+        await db.schema
+          .createIndex('ledger_views_revoked_leaf')
+          .on('ledger_views')
+          .column('revoked_leaf')
+          .execute()
+      },
+    },
   }
 }
 
