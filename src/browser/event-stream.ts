@@ -1,16 +1,13 @@
 import type { ServerResponse } from 'node:http'
 import type { FastifyInstance } from 'fastify'
+import { heartbeatIntervalMs, openEventStream } from '../http/server.js'
 import { VmError } from '../protocol/errors.js'
 import type { BrowserContext } from './context.js'
 
 /** Open live streams at once; past it 503, so streams cannot exhaust the server's sockets and memory. */
 export const subscribersMax = 1_000
-/** A comment line this often keeps proxies from closing an idle stream. */
-export const heartbeatIntervalMs = 15_000
 /** A subscriber this far behind is dropped rather than buffered without bound. */
 export const subscriberBufferedBytesMax = 1024 * 1024
-/** How long a client waits before reconnecting (the SSE `retry` field). */
-export const reconnectDelayMs = 3_000
 
 function write(stream: ServerResponse, text: string): void {
   if (stream.writableLength > subscriberBufferedBytesMax) {
@@ -49,15 +46,7 @@ export function eventStreamRoutes(app: FastifyInstance, context: BrowserContext)
           detail: { retryAfterSeconds: 5 },
         })
       }
-      reply.hijack()
-      const stream = reply.raw
-      stream.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        connection: 'keep-alive',
-        'x-request-id': request.id,
-      })
-      stream.write(`retry: ${reconnectDelayMs}\n\n`)
+      const stream = openEventStream(request, reply)
       streams.add(stream)
       context.metrics.subscribers.set(streams.size)
       const unsubscribe = context.events.subscribe((event) =>

@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import rateLimit from '@fastify/rate-limit'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
@@ -9,6 +10,10 @@ import { binaryMediaType } from '../protocol/leaf-page.js'
 import { sendProblem } from './problem.js'
 
 export const requestTimeoutMs = 60_000
+/** A comment (SSE) or ping (WebSocket) this often keeps proxies from closing an idle live stream. */
+export const heartbeatIntervalMs = 15_000
+/** How long an SSE client waits before reconnecting (the `retry` field). */
+export const reconnectDelayMs = 3_000
 export const connectionsMax = 10_000
 export const rateWindowMs = 10_000
 /** Client addresses the rate limiter remembers at once. */
@@ -163,4 +168,18 @@ export function binaryOrJson<T>(
   if (!(request.headers.accept ?? '').includes(binaryMediaType)) return json()
   const bytes = binary()
   return reply.type(binaryMediaType).send(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength))
+}
+
+/** Takes the reply over as a Server-Sent Events stream: headers, then the reconnect delay. */
+export function openEventStream(request: FastifyRequest, reply: FastifyReply): ServerResponse {
+  reply.hijack()
+  const stream = reply.raw
+  stream.writeHead(200, {
+    'content-type': 'text/event-stream; charset=utf-8',
+    'cache-control': 'no-cache',
+    connection: 'keep-alive',
+    'x-request-id': request.id,
+  })
+  stream.write(`retry: ${reconnectDelayMs}\n\n`)
+  return stream
 }

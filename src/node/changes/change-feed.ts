@@ -235,10 +235,6 @@ export class ChangeTail {
     this.#onKeysChanged = onKeysChanged
   }
 
-  get size(): number {
-    return this.#subscribers.size
-  }
-
   get cursor(): Cursor {
     return this.#cursor
   }

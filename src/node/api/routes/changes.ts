@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http'
 import { Type } from '@sinclair/typebox'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket } from 'ws'
+import { heartbeatIntervalMs, openEventStream } from '../../../http/server.js'
 import { VmError } from '../../../protocol/errors.js'
 import { Id } from '../../../protocol/transaction.js'
 import {
@@ -22,10 +23,6 @@ import type { ApiContext } from '../context.js'
 export const streamAccountsMax = 100
 /** A stream this far behind is closed rather than buffered without bound; it resumes from its last id. */
 export const streamBufferedBytesMax = 4 * 1024 * 1024
-/** A comment (SSE) or ping (WebSocket) this often keeps proxies from closing an idle stream. */
-export const heartbeatIntervalMs = 15_000
-/** How long an SSE client waits before reconnecting. */
-export const reconnectDelayMs = 3_000
 /** How long a catching-up stream waits for its reader to take what was sent. */
 export const drainWaitMs = 30_000
 
@@ -180,15 +177,7 @@ export function changeRoutes(app: FastifyInstance, context: ApiContext, tail: Ch
     },
     handler: async (request, reply) => {
       const subscription = subscriptions.get(request)!
-      reply.hijack()
-      const stream = reply.raw
-      stream.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache',
-        connection: 'keep-alive',
-        'x-request-id': request.id,
-      })
-      stream.write(`retry: ${reconnectDelayMs}\n\n`)
+      const stream = openEventStream(request, reply)
       serve(subscription, sseTransport(stream))
     },
     wsHandler: (socket, request) => {
