@@ -113,12 +113,13 @@ export class BlockAcceptor {
       head === null
         ? null
         : { header: head.header, frontier: await loadFrontier(db, node.id, head.header.logSize) }
-    const checked = { leaves: [] as Uint8Array[], nodes: [] as NodeWrite[] }
+    const checked = { leaves: [] as Uint8Array[], leafHashes: [] as Uint8Array[], nodes: [] as NodeWrite[] }
     checkBlock(block, previous, node.publicKey, checked)
     await appendBlock(db, node.id, {
       block,
       headerHash: toBase64(headerHash(block.header)),
       leaves: checked.leaves,
+      leafHashes: checked.leafHashes,
       nodes: checked.nodes,
       recipients: recipientsOf(checked.leaves, block.header.firstLeaf),
       receivedAt: Date.now(),

@@ -242,7 +242,16 @@ export async function storedState(db: Kysely<BrowserSchema>, node: string) {
   return {
     head: head ?? null,
     blocks: await count('browser_blocks'),
-    leaves: await count('browser_leaves'),
+    leaves: Number(
+      (
+        await db
+          .selectFrom('browser_leaf_pages')
+          .select((eb) => eb.fn.sum<number | string | null>('leaf_count').as('n'))
+          .where('node', '=', node)
+          .executeTakeFirstOrThrow()
+      ).n ?? 0,
+    ),
+    leafPages: await count('browser_leaf_pages'),
     treeNodes: await count('browser_tree_nodes'),
     recipients: await count('browser_recipients'),
     alarms: await count('browser_alarms'),

@@ -1,6 +1,9 @@
 import type { Insertable, Kysely, Transaction } from 'kysely'
-import type { Block, BlockHeader, RawBlock } from '../protocol/block.js'
-import { VmError } from '../protocol/errors.js'
+import type { Block, BlockHeader } from '../protocol/block.js'
+import { concatBytes } from '../protocol/encoding.js'
+import { assert, VmError } from '../protocol/errors.js'
+import { hashSize } from '../protocol/hash.js'
+import { decodeLeafPage, encodeLeafPage } from '../protocol/leaf-page.js'
 import { Frontier, frontierNodeIds, type NodeId, type NodeWrite } from '../protocol/merkle.js'
 import { statementChunks } from '../storage/statements.js'
 import type { AlarmTable, BrowserSchema } from './schema.js'
@@ -18,6 +21,8 @@ export interface BlockWrite {
   readonly block: Block
   readonly headerHash: string
   readonly leaves: readonly Uint8Array[]
+  /** The leaves' hashes, in order. */
+  readonly leafHashes: readonly Uint8Array[]
   /** Every perfect subtree above the leaves that the block's leaves complete. */
   readonly nodes: readonly NodeWrite[]
   readonly recipients: readonly { readonly keyId: string; readonly leafIndex: number }[]
@@ -72,12 +77,13 @@ export async function appendBlock(db: Kysely<BrowserSchema>, node: string, write
       .execute()
     await insertChunked(
       trx,
-      'browser_leaves',
-      write.leaves.map((leaf, i) => ({
+      'browser_leaf_pages',
+      leafPages(header.firstLeaf, write.leaves, write.leafHashes).map((page) => ({
         node,
-        leaf_index: header.firstLeaf + i,
-        block_height: header.height,
-        leaf,
+        first_leaf: page.firstLeaf,
+        leaf_count: page.leafCount,
+        leaves: page.leaves,
+        leaf_hashes: page.leafHashes,
       })),
     )
     await insertChunked(
@@ -138,8 +144,16 @@ export async function latestCheckpoint(db: Executor, node: string): Promise<stri
   return row?.checkpoint ?? null
 }
 
-/** The block as the node served it: signed header, checkpoint and base64 leaves. */
-export async function blockAt(db: Executor, node: string, height: number): Promise<RawBlock | null> {
+/** A stored block: its signed header and checkpoint, and its leaves as the pages they are stored in. */
+export interface StoredBlock {
+  readonly header: BlockHeader
+  readonly signature: string
+  readonly checkpoint: string
+  /** Leaf pages (leaf-page.ts) in order; joined, they are one page of the block's leaves. */
+  readonly pages: readonly Uint8Array[]
+}
+
+export async function blockAt(db: Executor, node: string, height: number): Promise<StoredBlock | null> {
   const row = await db
     .selectFrom('browser_blocks')
     .select(['header', 'signature', 'checkpoint'])
@@ -148,8 +162,21 @@ export async function blockAt(db: Executor, node: string, height: number): Promi
     .executeTakeFirst()
   if (row === undefined) return null
   const header = JSON.parse(row.header) as BlockHeader
-  const leaves = await leafRange(db, node, header.firstLeaf, header.firstLeaf + header.leafCount)
-  return { header, signature: row.signature, checkpoint: row.checkpoint, leaves }
+  // A block's pages hold its leaves only: the pages that start inside it are all of them.
+  const pages = await db
+    .selectFrom('browser_leaf_pages')
+    .select('leaves')
+    .where('node', '=', node)
+    .where('first_leaf', '>=', header.firstLeaf)
+    .where('first_leaf', '<', header.logSize)
+    .orderBy('first_leaf')
+    .execute()
+  return {
+    header,
+    signature: row.signature,
+    checkpoint: row.checkpoint,
+    pages: pages.map((page) => page.leaves),
+  }
 }
 
 /** The newest blocks, newest first. */
@@ -171,7 +198,51 @@ export async function recentBlocks(db: Executor, node: string, limit: number): P
   }))
 }
 
-/** The exact bytes of the leaves [start, end). */
+/** Leaves per stored page, and the bytes after which a page takes no further leaf (it holds at least one). */
+export const leavesPerStoredPageMax = 64
+export const storedPageBytesMax = 64 * 1024
+
+export interface LeafPage {
+  readonly firstLeaf: number
+  readonly leafCount: number
+  /** The leaves in the leaf-page encoding. */
+  readonly leaves: Uint8Array
+  /** Their hashes, 32 bytes each. */
+  readonly leafHashes: Uint8Array
+}
+
+/** The leaves of one block, from `firstLeaf` on, with their hashes, cut into the pages they are stored in. */
+export function leafPages(
+  firstLeaf: number,
+  leaves: readonly Uint8Array[],
+  leafHashes: readonly Uint8Array[],
+): LeafPage[] {
+  assert(leafHashes.length === leaves.length, 'every stored leaf has its hash')
+  const pages: LeafPage[] = []
+  let start = 0
+  while (start < leaves.length) {
+    let end = start + 1
+    let bytes = leaves[start]!.length
+    while (
+      end < leaves.length &&
+      end - start < leavesPerStoredPageMax &&
+      bytes + leaves[end]!.length <= storedPageBytesMax
+    ) {
+      bytes += leaves[end]!.length
+      end++
+    }
+    pages.push({
+      firstLeaf: firstLeaf + start,
+      leafCount: end - start,
+      leaves: encodeLeafPage(leaves.slice(start, end)),
+      leafHashes: concatBytes(...leafHashes.slice(start, end)),
+    })
+    start = end
+  }
+  return pages
+}
+
+/** The exact bytes of the leaves [start, end), as views into the pages that hold them. */
 export async function leafRange(
   db: Executor,
   node: string,
@@ -179,15 +250,47 @@ export async function leafRange(
   end: number,
 ): Promise<Uint8Array[]> {
   if (end <= start) return []
-  const rows = await db
-    .selectFrom('browser_leaves')
-    .select('leaf')
+  // The page holding `start` begins at most leavesPerStoredPageMax - 1 leaves before it.
+  const pages = await db
+    .selectFrom('browser_leaf_pages')
+    .select(['first_leaf', 'leaves'])
     .where('node', '=', node)
-    .where('leaf_index', '>=', start)
-    .where('leaf_index', '<', end)
-    .orderBy('leaf_index')
+    .where('first_leaf', '>', start - leavesPerStoredPageMax)
+    .where('first_leaf', '<', end)
+    .orderBy('first_leaf')
     .execute()
-  return rows.map((row) => row.leaf)
+  const out: Uint8Array[] = []
+  for (const page of pages) {
+    const leaves = decodeLeafPage(page.leaves, leavesPerStoredPageMax)
+    const first = Number(page.first_leaf)
+    for (let i = Math.max(0, start - first); i < leaves.length && first + i < end; i++) out.push(leaves[i]!)
+  }
+  return out
+}
+
+/** The hashes of the leaves [start, end), 32 bytes each, one after another. */
+export async function leafHashRange(
+  db: Executor,
+  node: string,
+  start: number,
+  end: number,
+): Promise<Uint8Array> {
+  if (end <= start) return new Uint8Array(0)
+  const pages = await db
+    .selectFrom('browser_leaf_pages')
+    .select(['first_leaf', 'leaf_hashes'])
+    .where('node', '=', node)
+    .where('first_leaf', '>', start - leavesPerStoredPageMax)
+    .where('first_leaf', '<', end)
+    .orderBy('first_leaf')
+    .execute()
+  const parts = pages.map((page) => {
+    const first = Number(page.first_leaf)
+    const from = Math.max(0, start - first)
+    const to = Math.min(page.leaf_hashes.length / hashSize, end - first)
+    return page.leaf_hashes.subarray(from * hashSize, to * hashSize)
+  })
+  return concatBytes(...parts)
 }
 
 /** Perfect-subtree hashes by id, in the order asked: a NodeReader for the protocol's proofs. */

@@ -3,17 +3,19 @@ import type { FastifyInstance } from 'fastify'
 import { binaryOrJson } from '../http/server.js'
 import { leavesPerPageMax } from '../node/api/routes/log.js'
 import { blockFromRaw } from '../protocol/block.js'
-import { concatBytes, toBase64 } from '../protocol/encoding.js'
+import { toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
-import { encodeRawBlock } from '../protocol/leaf-page.js'
+import { hashSize } from '../protocol/hash.js'
+import { decodeLeafPage, encodePagedBlock } from '../protocol/leaf-page.js'
 import { consistencyProof, inclusionProof, leafHash, type NodeReader } from '../protocol/merkle.js'
 import {
   blockAt,
   latestCheckpoint,
+  leafHashRange,
   leafRange,
+  leavesPerStoredPageMax,
   recipientLeaves,
   storedHead,
-  treeNodeRange,
 } from './browser-store.js'
 import type { BrowserContext, NodeScope } from './context.js'
 
@@ -129,12 +131,17 @@ export function logReadRoutes(app: FastifyInstance, context: BrowserContext, sco
       const { start, end } = request.query as { start: number; end: number }
       const nodeId = scope.node(request).id
       const stop = Math.min(end, start + leavesPerPageMax, await context.logSize(nodeId, end))
-      const hashes = stop > start ? await treeNodeRange(db, nodeId, 0, start, stop) : []
+      const hashes = await leafHashRange(db, nodeId, start, stop)
       return binaryOrJson(
         request,
         reply,
-        () => concatBytes(...hashes),
-        () => ({ start, hashes: hashes.map((hash) => toBase64(hash)) }),
+        () => hashes,
+        () => ({
+          start,
+          hashes: Array.from({ length: hashes.length / hashSize }, (_, i) =>
+            toBase64(hashes.subarray(i * hashSize, (i + 1) * hashSize)),
+          ),
+        }),
       )
     },
   )
@@ -224,8 +231,12 @@ export function logReadRoutes(app: FastifyInstance, context: BrowserContext, sco
       return binaryOrJson(
         request,
         reply,
-        () => encodeRawBlock(block),
-        () => blockFromRaw(block),
+        () => encodePagedBlock(block, block.pages),
+        () =>
+          blockFromRaw({
+            ...block,
+            leaves: block.pages.flatMap((page) => decodeLeafPage(page, leavesPerStoredPageMax)),
+          }),
       )
     },
   )

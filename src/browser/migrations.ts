@@ -2,6 +2,8 @@ import { type Kysely, type Migration, type MigrationProvider, Migrator, sql } fr
 import { VmError } from '../protocol/errors.js'
 import { leafHash } from '../protocol/merkle.js'
 import type { Dialect } from '../storage/connect.js'
+import { statementChunks } from '../storage/statements.js'
+import { leafPages } from './browser-store.js'
 
 /**
  * The browser's schema, versioned. Its own migration tables keep it apart from the node's, should both
@@ -100,11 +102,72 @@ function migrations(dialect: Dialect): Record<string, Migration> {
         }
       },
     },
+    // Leaves move into pages (schema.ts, LeafPageTable): serving a block read one row a leaf, which cost
+    // more than everything else in a full download. Blocks are moved one at a time.
+    '0003-leaf-pages': {
+      async up(db: Kysely<unknown>) {
+        await db.schema
+          .createTable('browser_leaf_pages')
+          .addColumn('node', 'text', (c) => c.notNull())
+          .addColumn('first_leaf', count, (c) => c.notNull())
+          .addColumn('leaf_count', 'integer', (c) => c.notNull())
+          .addColumn('leaves', bytes, (c) => c.notNull())
+          .addColumn('leaf_hashes', bytes, (c) => c.notNull())
+          .addPrimaryKeyConstraint('browser_leaf_pages_pk', ['node', 'first_leaf'])
+          .execute()
+        // Ciphertext does not compress: PostgreSQL stores the pages out of line as they are.
+        if (dialect === 'postgres')
+          await sql`alter table browser_leaf_pages alter column leaves set storage external`.execute(db)
+        let after: { node: string; height: number } | null = null
+        for (;;) {
+          const blocks: {
+            node: string
+            height: number | string
+            first_leaf: number | string
+            leaf_count: number
+          }[] = (
+            await sql<{
+              node: string
+              height: number | string
+              first_leaf: number | string
+              leaf_count: number
+            }>`
+                select node, height, first_leaf, leaf_count from browser_blocks
+                ${after === null ? sql`` : sql`where (node, height) > (${after.node}, ${after.height})`}
+                order by node, height limit ${backfillBlocksPerPage}`.execute(db)
+          ).rows
+          if (blocks.length === 0) break
+          for (const block of blocks) {
+            const firstLeaf = Number(block.first_leaf)
+            const leaves = (
+              await sql<{ leaf: Uint8Array }>`
+                select leaf from browser_leaves where node = ${block.node}
+                and leaf_index >= ${firstLeaf} and leaf_index < ${firstLeaf + block.leaf_count}
+                order by leaf_index`.execute(db)
+            ).rows.map((row) => row.leaf)
+            const pages = leafPages(firstLeaf, leaves, leaves.map(leafHash))
+            for (const chunk of statementChunks(pages, 5)) {
+              await sql`insert into browser_leaf_pages (node, first_leaf, leaf_count, leaves, leaf_hashes) values ${sql.join(
+                chunk.map(
+                  (page) =>
+                    sql`(${block.node}, ${page.firstLeaf}, ${page.leafCount}, ${page.leaves}, ${page.leafHashes})`,
+                ),
+              )}`.execute(db)
+            }
+          }
+          const last = blocks.at(-1)!
+          after = { node: last.node, height: Number(last.height) }
+        }
+        await db.schema.dropTable('browser_leaves').execute()
+      },
+    },
   }
 }
 
 /** Leaves hashed per statement by the level-0 backfill: 3 parameters each, within every dialect's limit. */
 const backfillLeavesPerPage = 4096
+/** Blocks listed per query by the leaf-page backfill; their leaves are then moved one block at a time. */
+const backfillBlocksPerPage = 256
 
 class StaticMigrationProvider implements MigrationProvider {
   readonly #dialect: Dialect

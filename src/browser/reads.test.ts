@@ -5,7 +5,7 @@ import { leavesPerPageMax } from '../node/api/routes/log.js'
 import { type Block, blockFromRaw } from '../protocol/block.js'
 import { openCheckpoint } from '../protocol/checkpoint.js'
 import { concatBytes, fromBase64, toBase64 } from '../protocol/encoding.js'
-import { binaryMediaType, decodeRawBlock } from '../protocol/leaf-page.js'
+import { binaryMediaType, decodeLeafPage, decodeRawBlock } from '../protocol/leaf-page.js'
 import { leafHash, verifyConsistency, verifyInclusion } from '../protocol/merkle.js'
 import {
   browserApp,
@@ -13,8 +13,10 @@ import {
   makeChain,
   pushBlock,
   sqliteTarget,
+  storedState,
   syntheticNode,
 } from './browser-fixtures.js'
+import { leafPages, leavesPerStoredPageMax } from './browser-store.js'
 import type { BrowserDatabase } from './storage.js'
 
 const counts = [1, 2, 5, 13, 7]
@@ -118,6 +120,22 @@ for (const target of await databaseTargets()) {
       await big.close()
     })
 
+    test('leaves are stored a bounded number of leaves and bytes to a page, and read back exact', async () => {
+      const node = syntheticNode()
+      const { app: big } = await browserApp(database, [node])
+      const kib = [30, 50, 20, 70, 1]
+      const leavesOf = () => kib.map((size, i) => new Uint8Array(size * 1024).fill(i + 1))
+      const [block] = makeChain(node, [kib.length], leavesOf).blocks
+      assert.equal((await pushBlock(big, block)).status, 201)
+      // 30 + 50 and 50 + 20 pass 64 KiB; a 70 KiB leaf is a page of its own.
+      assert.equal((await storedState(database.db, node.id)).leafPages, 5)
+      for (const [index, leaf] of block!.leaves.entries())
+        assert.equal((await big.inject(`/v1/log/leaves/${index}`)).json().leaf, leaf)
+      const answer = await big.inject({ url: '/v1/blocks/0', headers: { accept: binaryMediaType } })
+      assert.deepEqual(blockFromRaw(decodeRawBlock(answer.rawPayload)), block)
+      await big.close()
+    })
+
     test('blocks by height, and 404 past the head', async () => {
       assert.deepEqual((await get('/v1/blocks/2')).body, blocks[2])
       assert.equal((await get('/v1/blocks/5')).body['code'], 'block_not_found')
@@ -199,4 +217,26 @@ describe('the browser as a service', () => {
     const nonce = /script-src 'nonce-([^']+)'/.exec(String(page.headers['content-security-policy']))![1]
     assert.ok(page.body.includes(`<script nonce="${nonce}">`))
   })
+})
+
+test(`leafPages cuts a block's leaves into pages of at most ${leavesPerStoredPageMax} leaves`, () => {
+  const leaves = Array.from({ length: 2 * leavesPerStoredPageMax + 8 }, (_, i) => new Uint8Array([i % 256]))
+  const pages = leafPages(1000, leaves, leaves.map(leafHash))
+  assert.deepEqual(
+    pages.map((page) => [page.firstLeaf, page.leafCount]),
+    [
+      [1000, leavesPerStoredPageMax],
+      [1000 + leavesPerStoredPageMax, leavesPerStoredPageMax],
+      [1000 + 2 * leavesPerStoredPageMax, 8],
+    ],
+  )
+  assert.deepEqual(
+    pages.flatMap((page) => decodeLeafPage(page.leaves, leavesPerStoredPageMax)),
+    leaves,
+  )
+  assert.deepEqual(
+    pages.map((page) => page.leafHashes),
+    pages.map((page) => concatBytes(...decodeLeafPage(page.leaves, leavesPerStoredPageMax).map(leafHash))),
+  )
+  assert.deepEqual(leafPages(0, [], []), [])
 })

@@ -24,15 +24,19 @@ export interface BlockTable {
   received_at: number
 }
 
-export interface LeafTable {
+/**
+ * The leaves, in pages: a page holds consecutive leaves of one block in the leaf-page encoding (each
+ * leaf as its 4-byte length and its exact bytes), so a block is read and served as a few rows, not one
+ * row a leaf, and so are pages of leaf hashes. The browser keeps whatever a validly signed block carries, byte for byte, so the hashes it
+ * serves always match what it stores.
+ */
+export interface LeafPageTable {
   node: string
-  leaf_index: number
-  block_height: number
-  /**
-   * The leaf's exact bytes. A node writes UTF-8 JSON, but the browser keeps whatever a validly signed
-   * block carries, byte for byte, so the hashes it serves always match what it stores.
-   */
-  leaf: Uint8Array
+  first_leaf: number
+  leaf_count: number
+  leaves: Uint8Array
+  /** The leaves' RFC 9162 hashes, 32 bytes each: pages of leaf hashes are read from here. */
+  leaf_hashes: Uint8Array
 }
 
 /** Every perfect-subtree hash of the log, level 0 (leaf hashes) included: tiles are read from here. */
@@ -67,7 +71,7 @@ export interface AlarmTable {
 
 export interface BrowserSchema {
   browser_blocks: BlockTable
-  browser_leaves: LeafTable
+  browser_leaf_pages: LeafPageTable
   browser_tree_nodes: TreeNodeTable
   browser_recipients: RecipientTable
   browser_alarms: AlarmTable

@@ -7,7 +7,7 @@
 
 import type { RawBlock } from './block.js'
 import { validateRawBlock } from './block.js'
-import { fromUtf8, utf8 } from './encoding.js'
+import { concatBytes, fromUtf8, utf8 } from './encoding.js'
 import { VmError } from './errors.js'
 
 export const binaryMediaType = 'application/octet-stream'
@@ -56,12 +56,27 @@ export function decodeLeafPage(bytes: Uint8Array, leavesMax: number): Uint8Array
 }
 
 export function encodeRawBlock(block: RawBlock): Uint8Array {
-  const { checkpoint, header, signature } = block
+  return withLeafPage(blockHead(block), block.leaves)
+}
+
+/**
+ * The binary form of a block whose leaves are already leaf pages: pages placed end to end are one page,
+ * so the leaves are copied once, not decoded and encoded again.
+ */
+export function encodePagedBlock(
+  block: Pick<RawBlock, 'checkpoint' | 'header' | 'signature'>,
+  pages: readonly Uint8Array[],
+): Uint8Array {
+  return concatBytes(blockHead(block), ...pages)
+}
+
+/** What precedes a block's leaves: its signed header's JSON and that JSON's length. */
+function blockHead({ checkpoint, header, signature }: Pick<RawBlock, 'checkpoint' | 'header' | 'signature'>) {
   const signedHeader = utf8(JSON.stringify({ checkpoint, header, signature }))
   const head = new Uint8Array(4 + signedHeader.length)
   new DataView(head.buffer).setUint32(0, signedHeader.length)
   head.set(signedHeader, 4)
-  return withLeafPage(head, block.leaves)
+  return head
 }
 
 /** A block in its binary form, its shape and encodings checked (validateRawBlock). */
