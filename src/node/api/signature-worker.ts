@@ -1,15 +1,15 @@
 import { parentPort } from 'node:worker_threads'
 import sodium from 'sodium-native'
+import { serveWorkerJobs } from '../../threads/worker-jobs.js'
 
 /** Verifies Ed25519 signatures with libsodium, off the event loop. */
 export interface VerifyJob {
-  readonly id: number
   readonly messages: readonly Uint8Array[]
   readonly signatures: readonly Uint8Array[]
   readonly publicKeys: readonly Uint8Array[]
 }
 
-parentPort!.on('message', (job: VerifyJob) => {
+serveWorkerJobs<VerifyJob, Uint8Array>(parentPort!, (job) => {
   const results = new Uint8Array(job.messages.length)
   for (let i = 0; i < results.length; i++) {
     const signature = job.signatures[i]!
@@ -25,5 +25,5 @@ parentPort!.on('message', (job: VerifyJob) => {
         ? 1
         : 0
   }
-  parentPort!.postMessage({ id: job.id, results }, [results.buffer])
+  return { result: results, transfer: [results.buffer] }
 })

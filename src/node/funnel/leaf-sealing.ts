@@ -11,6 +11,7 @@ import {
 } from '../../protocol/envelope.js'
 import { assert, VmError } from '../../protocol/errors.js'
 import type { Transaction, TransactionType } from '../../protocol/transaction.js'
+import { WorkerJobs } from '../../threads/worker-jobs.js'
 import type { NodeIdentity } from '../identity.js'
 import type { ViewRecord } from '../ledger/model.js'
 import type { Ledger } from '../ledger/state-machine.js'
@@ -48,15 +49,15 @@ export interface SealItem {
 
 /** A block's leaves, sealed by the sealing thread in one message. */
 export interface SealJob {
-  readonly id: number
   readonly time: string
   readonly leaves: readonly SealItem[]
 }
 
-/** The leaves' texts and their hashes (32 bytes each, in order), or why sealing failed. */
-export type SealOutcome =
-  | { readonly id: number; readonly texts: string[]; readonly hashes: Uint8Array }
-  | { readonly id: number; readonly error: string }
+/** The leaves' texts and their hashes (32 bytes each, in order). */
+export interface SealOutcome {
+  readonly texts: string[]
+  readonly hashes: Uint8Array
+}
 
 /**
  * Who can read each leaf (DESIGN §3): the node's archive key, the configured auditors, the persons the
@@ -135,7 +136,7 @@ export class LeafSealing {
   }
 
   /** Seals a block's leaves on the sealing thread: the caller goes on with other work meanwhile. */
-  sealLeaves(time: string, leaves: readonly SealItem[]): Promise<{ texts: string[]; hashes: Uint8Array }> {
+  sealLeaves(time: string, leaves: readonly SealItem[]): Promise<SealOutcome> {
     return this.#thread.seal(time, leaves)
   }
 
@@ -205,64 +206,30 @@ export function audience(ledger: Ledger, tx: Transaction): Audience {
 }
 
 /**
- * The thread that seals leaves. One block is sealed at a time (the funnel awaits
- * each before its commit), so at most one job is in flight. A thread that fails or dies fails its job
- * (the funnel reloads and retries the block) and is replaced on the next one.
+ * The thread that seals leaves. One block is sealed at a time (the funnel awaits each before its
+ * commit), so at most one job is in flight. A thread that fails or dies fails its job (the funnel
+ * reloads and retries the block) and is replaced.
  */
 class SealingThread {
-  readonly #encryption: NodeIdentity['encryption']
-  #worker: Worker | null = null
-  readonly #waiting = new Map<number, { resolve(outcome: SealOutcome): void; reject(error: unknown): void }>()
-  #nextId = 1
+  readonly #jobs: WorkerJobs<SealJob, SealOutcome>
 
   constructor(identity: NodeIdentity) {
-    this.#encryption = identity.encryption
-    // Started now, so that its start overlaps the funnel's: the first block waits for it otherwise.
-    this.#spawn()
+    this.#jobs = new WorkerJobs(
+      'sealing thread',
+      () => new Worker(new URL('./sealing-worker.js', import.meta.url), { workerData: identity.encryption }),
+    )
   }
 
-  async seal(time: string, leaves: readonly SealItem[]): Promise<{ texts: string[]; hashes: Uint8Array }> {
-    const worker = this.#worker ?? this.#spawn()
-    const id = this.#nextId++
-    const outcome = await new Promise<SealOutcome>((resolve, reject) => {
-      this.#waiting.set(id, { resolve, reject })
-      worker.postMessage({ id, time, leaves } satisfies SealJob)
+  async seal(time: string, leaves: readonly SealItem[]): Promise<SealOutcome> {
+    const outcome = await this.#jobs.run({ time, leaves }).catch((error: Error) => {
+      // Whatever the thread met, for the funnel a block it could not seal is its own failure.
+      throw new VmError('internal', `sealing failed: ${error.message}`, { status: 500, cause: error })
     })
-    if ('error' in outcome) throw new VmError('internal', `sealing failed: ${outcome.error}`, { status: 500 })
     assert(outcome.texts.length === leaves.length, 'the sealing thread seals every leaf it is given')
     return outcome
   }
 
-  #spawn(): Worker {
-    const worker = new Worker(new URL('./sealing-worker.js', import.meta.url), {
-      workerData: this.#encryption,
-    })
-    // The funnel's stop ends it; an idle one must not keep the writer thread alive on its own.
-    worker.unref()
-    worker.on('message', (outcome: SealOutcome) => {
-      const waiter = this.#waiting.get(outcome.id)
-      this.#waiting.delete(outcome.id)
-      waiter?.resolve(outcome)
-    })
-    const fail = (error: unknown) => {
-      if (this.#worker !== worker) return
-      this.#worker = null
-      for (const waiter of this.#waiting.values()) waiter.reject(error)
-      this.#waiting.clear()
-    }
-    worker.on('error', fail)
-    worker.on('exit', (code) =>
-      fail(new VmError('internal', `the sealing thread exited with ${code}`, { status: 500 })),
-    )
-    this.#worker = worker
-    return worker
-  }
-
   async close(): Promise<void> {
-    const worker = this.#worker
-    this.#worker = null
-    await worker?.terminate()
-    for (const waiter of this.#waiting.values()) waiter.reject(new VmError('internal', 'sealing stopped'))
-    this.#waiting.clear()
+    await this.#jobs.close()
   }
 }

@@ -4,6 +4,7 @@ import { Sealer } from '../../protocol/envelope.js'
 import type { SigningKeyPair } from '../../protocol/keys.js'
 import { encodeSealedLeafText } from '../../protocol/leaf.js'
 import { leafHash } from '../../protocol/merkle.js'
+import { serveWorkerJobs } from '../../threads/worker-jobs.js'
 import { nodeAes } from '../crypto/node-aes.js'
 import { type SealJob, type SealOutcome, sealerKeysCachedMax } from './leaf-sealing.js'
 
@@ -12,21 +13,13 @@ import { type SealJob, type SealOutcome, sealerKeysCachedMax } from './leaf-seal
  * The funnel writes the block's ledger effects meanwhile.
  */
 const sealer = new Sealer(workerData as SigningKeyPair, { aes: nodeAes, kekCacheMax: sealerKeysCachedMax })
-const port = parentPort!
-
-port.on('message', (job: SealJob) => {
+serveWorkerJobs<SealJob, SealOutcome>(parentPort!, (job) => {
   const hashes = new Uint8Array(32 * job.leaves.length)
-  let outcome: SealOutcome
-  try {
-    const texts = job.leaves.map((leaf, i) => {
-      const { jwe } = sealer.seal(utf8(leaf.signedText), leaf.recipients, leaf.random)
-      const text = encodeSealedLeafText(leaf.id, leaf.type, job.time, jwe)
-      hashes.set(leafHash(utf8(text)), 32 * i)
-      return text
-    })
-    outcome = { id: job.id, texts, hashes }
-  } catch (error) {
-    outcome = { id: job.id, error: (error as Error).message }
-  }
-  port.postMessage(outcome, [hashes.buffer])
+  const texts = job.leaves.map((leaf, i) => {
+    const { jwe } = sealer.seal(utf8(leaf.signedText), leaf.recipients, leaf.random)
+    const text = encodeSealedLeafText(leaf.id, leaf.type, job.time, jwe)
+    hashes.set(leafHash(utf8(text)), 32 * i)
+    return text
+  })
+  return { result: { texts, hashes }, transfer: [hashes.buffer] }
 })
