@@ -4,6 +4,7 @@ import {
   type Block,
   type BlockHeader,
   checkBlock,
+  checkHashedBlock,
   genesisPrevious,
   headerHash,
   logOrigin,
@@ -13,11 +14,11 @@ import {
 } from './block.js'
 import { canonicalBytes } from './canonical.js'
 import { signCheckpoint } from './checkpoint.js'
-import { fromBase64Url, toBase64, toBase64Url, toHex, utf8 } from './encoding.js'
+import { concatBytes, fromBase64, fromBase64Url, toBase64, toBase64Url, toHex, utf8 } from './encoding.js'
 import { VmError } from './errors.js'
 import { sha256 } from './hash.js'
 import { generateSigningKey } from './keys.js'
-import { Frontier, leafHash, nodeHash } from './merkle.js'
+import { Frontier, leafHash, nodeHash, rangeSubtrees } from './merkle.js'
 
 interface ChainState {
   readonly header: BlockHeader
@@ -162,6 +163,43 @@ describe('a happy chain', () => {
     const a = checkBlock(block, states[0]!, node.publicKey)
     const b = checkBlock(block, states[0]!, node.publicKey)
     assert.equal(toBase64(a.root()), toBase64(b.root()))
+  })
+})
+
+describe('blocks hashed elsewhere', () => {
+  const raw = (block: Block) => ({ ...block, leaves: block.leaves.map((leaf) => fromBase64(leaf)) })
+  const hashed = (block: Block) => {
+    const leafHashes = concatBytes(...raw(block).leaves.map(leafHash))
+    return rangeSubtrees(block.header.firstLeaf, leafHashes)
+  }
+
+  test('checkHashedBlock takes a chain as checkRawBlock does, with the same frontiers', () => {
+    const { blocks, states } = makeChain([1, 3, 1, 8, 5, 2, 16, 7])
+    let previous: ChainState | null = null
+    blocks.forEach((block, height) => {
+      const frontier = checkHashedBlock(raw(block), previous, node.publicKey, hashed(block))
+      assert.deepEqual(frontier.hashes().map(toHex), states[height]!.frontier.hashes().map(toHex))
+      previous = { header: block.header, frontier }
+    })
+  })
+
+  test('subtrees of other leaves are refused as a root mismatch; subtrees of another range, as a fault', () => {
+    const { states } = makeChain([3])
+    const block = makeBlock(states[0]!, leavesOf(1, 4))
+    const other = makeBlock(states[0]!, leavesOf(9, 4))
+    assert.throws(
+      () => checkHashedBlock(raw(block), states[0]!, node.publicKey, hashed(other)),
+      refusedWith('block_root_mismatch'),
+    )
+    const shifted = rangeSubtrees(4, concatBytes(...raw(block).leaves.map(leafHash)))
+    assert.throws(
+      () => checkHashedBlock(raw(block), states[0]!, node.publicKey, shifted),
+      refusedWith('internal'),
+    )
+    assert.throws(
+      () => checkHashedBlock(raw(block), states[0]!, node.publicKey, hashed(block).slice(1)),
+      refusedWith('internal'),
+    )
   })
 })
 

@@ -234,6 +234,55 @@ export function checkRawBlock(
   nodePublicKey: Uint8Array,
   out?: CheckedBlockOut,
 ): Frontier {
+  checkBlockPlace(block, previous, nodePublicKey)
+  const next = previous === null ? new Frontier() : previous.frontier.clone()
+  for (const leaf of block.leaves) {
+    const hash = leafHash(leaf)
+    const nodes = next.append(hash)
+    if (out !== undefined) {
+      out.leaves?.push(leaf)
+      out.nodes?.push(...nodes)
+      out.leafHashes?.push(hash)
+    }
+  }
+  checkBlockRoot(block, next, nodePublicKey)
+  return next
+}
+
+/**
+ * checkRawBlock for a block whose leaves were hashed elsewhere, such as on another thread: `subtrees` are
+ * rangeSubtrees of its leaves' hashes, so the log grows by a few subtrees rather than leaf by leaf.
+ */
+export function checkHashedBlock(
+  block: RawBlock,
+  previous: { readonly header: BlockHeader; readonly frontier: Frontier } | null,
+  nodePublicKey: Uint8Array,
+  subtrees: readonly NodeWrite[],
+): Frontier {
+  checkBlockPlace(block, previous, nodePublicKey)
+  const next = previous === null ? new Frontier() : previous.frontier.clone()
+  let position = block.header.firstLeaf
+  for (const { level, index, hash } of subtrees) {
+    if (index * 2 ** level !== position)
+      throw new VmError('internal', 'the subtrees given do not cover the block in order', { status: 500 })
+    next.appendSubtree(level, hash)
+    position += 2 ** level
+  }
+  if (position !== block.header.logSize)
+    throw new VmError('internal', 'the subtrees given do not cover the block', { status: 500 })
+  checkBlockRoot(block, next, nodePublicKey)
+  return next
+}
+
+/**
+ * The block's signature and its place in the chain: height, previous header hash, node, time, first
+ * leaf, and counts that agree with its leaves; and the caller's log state must be the previous header's.
+ */
+function checkBlockPlace(
+  block: RawBlock,
+  previous: { readonly header: BlockHeader; readonly frontier: Frontier } | null,
+  nodePublicKey: Uint8Array,
+): void {
   const { header } = block
   verifyHeaderSignature(header, block.signature, nodePublicKey)
 
@@ -285,21 +334,17 @@ export function checkRawBlock(
   ) {
     throw blockError('block_root_mismatch', 'the log so far does not match the previous header')
   }
-  const next = previous === null ? new Frontier() : previous.frontier.clone()
-  for (const leaf of block.leaves) {
-    const hash = leafHash(leaf)
-    const nodes = next.append(hash)
-    if (out !== undefined) {
-      out.leaves?.push(leaf)
-      out.nodes?.push(...nodes)
-      out.leafHashes?.push(hash)
-    }
-  }
-  if (toBase64(next.root()) !== header.logRoot) {
-    throw blockError('block_root_mismatch', `the leaves of block ${header.height} do not give its log root`)
+}
+
+/** The log with the block's leaves must have the header's root, and the checkpoint must say so. */
+function checkBlockRoot(block: RawBlock, next: Frontier, nodePublicKey: Uint8Array): void {
+  if (toBase64(next.root()) !== block.header.logRoot) {
+    throw blockError(
+      'block_root_mismatch',
+      `the leaves of block ${block.header.height} do not give its log root`,
+    )
   }
   checkBlockCheckpoint(block, nodePublicKey)
-  return next
 }
 
 /** The block's checkpoint must be the node's signed note of exactly the header's log size and root. */

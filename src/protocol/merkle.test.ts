@@ -17,6 +17,7 @@ import {
   MemoryNodeStore,
   type NodeId,
   nodeHash,
+  rangeSubtrees,
   rootFromConsistencyProof,
   rootFromInclusionProof,
   verifyConsistency,
@@ -852,5 +853,43 @@ describe('cost', () => {
       assert.ok(calls <= 1)
     }
     assert.ok(largest <= bound, `a proof read ${largest} nodes`)
+  })
+})
+
+describe('subtrees of a range', () => {
+  const hashesOf = (first: number, count: number) =>
+    concatBytes(...Array.from({ length: count }, (_, i) => leafHash(utf8(`leaf ${first + i}`))))
+
+  test('a range appended as its subtrees gives the frontier its leaves give one by one', () => {
+    fc.assert(
+      fc.property(fc.nat(300), fc.integer({ min: 1, max: 300 }), (first, count) => {
+        const before = new Frontier()
+        const prefix = hashesOf(0, first)
+        for (let i = 0; i < first; i++) before.append(prefix.subarray(i * 32, (i + 1) * 32))
+        const byLeaf = before.clone()
+        const leafHashes = hashesOf(first, count)
+        for (let i = 0; i < count; i++) byLeaf.append(leafHashes.subarray(i * 32, (i + 1) * 32))
+        const bySubtree = before.clone()
+        const subtrees = rangeSubtrees(first, leafHashes)
+        for (const { level, hash } of subtrees) bySubtree.appendSubtree(level, hash)
+        assert.equal(bySubtree.size, first + count)
+        assert.deepEqual(bySubtree.hashes().map(toHex), byLeaf.hashes().map(toHex))
+        // The subtrees are those of the range, left to right, each a node of the log.
+        let position = first
+        for (const { level, index } of subtrees) {
+          assert.equal(index * 2 ** level, position)
+          position += 2 ** level
+        }
+        assert.equal(position, first + count)
+      }),
+      { numRuns: 200 },
+    )
+  })
+
+  test('a subtree is appended only where it is a node of the log', () => {
+    const frontier = new Frontier()
+    frontier.append(leafHash(utf8('a')))
+    assert.throws(() => frontier.appendSubtree(1, new Uint8Array(32)), /where it is a node of the log/)
+    assert.throws(() => frontier.appendSubtree(0, new Uint8Array(31)), /32 bytes/)
   })
 })

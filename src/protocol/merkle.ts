@@ -119,6 +119,27 @@ export function frontierNodeIds(size: number): NodeId[] {
 }
 
 /**
+ * The perfect subtrees covering leaves [first, first + n), left to right, with their hashes, from the
+ * leaves' hashes (32 bytes each, one after another): what these leaves add to the log they extend,
+ * whatever came before them (Frontier.appendSubtree).
+ */
+export function rangeSubtrees(first: number, leafHashes: Uint8Array): NodeWrite[] {
+  assert(leafHashes.length % hashSize === 0, 'leaf hashes are 32 bytes each')
+  const ids = rangeNodes(first, first + leafHashes.length / hashSize)
+  const stack: Uint8Array[] = []
+  return ids.map((id) => {
+    const offset = id.index * 2 ** id.level - first
+    // The subtree's leaves appended to an empty tree: its hash is what remains on the stack.
+    for (let i = 0; i < 2 ** id.level; i++) {
+      let hash = leafHashes.subarray((offset + i) * hashSize, (offset + i + 1) * hashSize)
+      for (let k = i; k % 2 === 1; k = (k - 1) / 2) hash = nodeHash(stack.pop()!, hash)
+      stack.push(hash)
+    }
+    return { ...id, hash: stack.pop()! }
+  })
+}
+
+/**
  * The compact range [0, size): the hashes of the perfect subtrees of size's binary decomposition.
  * Enough to append leaves and compute the root, in O(log n) memory.
  */
@@ -173,6 +194,27 @@ export class Frontier {
     this.#hashes.push(hash)
     this.#size += 1
     return writes
+  }
+
+  /**
+   * Appends the 2^level leaves of a perfect subtree by its hash (rangeSubtrees): the size must be a
+   * multiple of 2^level, so that the subtree is a node of the log.
+   */
+  appendSubtree(level: number, hash: Uint8Array): void {
+    const width = 2 ** level
+    assert(hash.length === hashSize, 'a subtree hash is 32 bytes')
+    assert(this.#size % width === 0, 'a subtree is appended where it is a node of the log')
+    assert(this.#size + width <= Number.MAX_SAFE_INTEGER, 'the log size stays a safe integer')
+    let index = this.#size / width
+    let merged = hash
+    while (index % 2 === 1) {
+      const left = this.#hashes.pop()
+      assert(left !== undefined, 'the frontier holds a subtree for every set bit of the size')
+      merged = nodeHash(left, merged)
+      index = (index - 1) / 2
+    }
+    this.#hashes.push(merged)
+    this.#size += width
   }
 
   /** The RFC 9162 root of the current size: the frontier folded from the right. */

@@ -6,9 +6,11 @@
  * Headers and the frontier are kept, so a later run checks the kept chain again and downloads only new
  * blocks.
  */
+
+import { BytePool } from '../client/read-bounded.js'
 import {
   type BlockHeader,
-  checkRawBlock,
+  checkHashedBlock,
   genesisPrevious,
   headerHash,
   type RawBlock,
@@ -16,7 +18,9 @@ import {
 } from '../protocol/block.js'
 import { bytesEqual, fromBase64, toBase64 } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
+import { hashSize } from '../protocol/hash.js'
 import { Frontier, leafHash } from '../protocol/merkle.js'
+import type { BlockHasher, HashedBlock } from './block-hashing.js'
 import type { LogServer } from './http.js'
 import type { Findings } from './report.js'
 import { blockHolding } from './split-view.js'
@@ -26,12 +30,16 @@ import type { FullState, StoredHeader } from './state.js'
 export const blocksInFlightMax = 8
 /** Leaves per bulk read: the servers' page size. */
 export const leavesPerPageMax = 4096
+/** Block buffers kept for the blocks that follow (BytePool): those in flight, and the one being checked. */
+const blockBuffersKept = blocksInFlightMax + 2
 /** Pages of the node's leaves requested ahead of the comparison. */
 export const pagesInFlightMax = 2
 
 export interface FullOptions {
   readonly browser: LogServer
   readonly node: LogServer
+  /** Hashes the downloaded blocks (block-hashing.ts); the caller closes it. */
+  readonly hasher: BlockHasher
   readonly nodeId: string
   readonly nodeKey: Uint8Array
   /** The browser's verified checkpoint: blocks are downloaded up to its size. */
@@ -83,38 +91,56 @@ function storedChainFault(full: FullState, nodeId: string, nodeKey: Uint8Array):
   return null
 }
 
-/** Fetches blocks in height order (binary: leaves as bytes), a bounded number ahead. */
+/**
+ * Fetches blocks in height order, in the binary form, and hashes their leaves, a bounded number ahead:
+ * downloads and hashing overlap each other and the checks.
+ */
 class BlockFetcher {
   readonly #server: LogServer
+  readonly #hasher: BlockHasher
   readonly #last: number
-  readonly #ahead: Promise<RawBlock>[] = []
+  readonly #ahead: { readonly height: number; readonly block: Promise<HashedBlock> }[] = []
+  readonly #pool = new BytePool(blockBuffersKept)
   #next: number
 
-  constructor(server: LogServer, first: number, last: number) {
+  constructor(server: LogServer, hasher: BlockHasher, first: number, last: number) {
     this.#server = server
+    this.#hasher = hasher
     this.#next = first
     this.#last = last
   }
 
-  async take(): Promise<RawBlock> {
+  async take(): Promise<HashedBlock & { readonly height: number }> {
     while (this.#ahead.length < blocksInFlightMax && this.#next <= this.#last) {
-      const fetching = this.#server.rawBlock(this.#next++)
+      const height = this.#next++
+      const block = this.#server.blockBytes(height, this.#pool).then((bytes) => this.#hasher.hash(bytes))
       // Blocks fetched ahead may be abandoned when a check fails: their failures are not unhandled.
-      fetching.catch(() => {})
-      this.#ahead.push(fetching)
+      block.catch(() => {})
+      this.#ahead.push({ height, block })
     }
-    const block = this.#ahead.shift()
-    if (block === undefined)
+    const ahead = this.#ahead.shift()
+    if (ahead === undefined)
       throw new Error(`the browser's newest block is ${this.#last}, before its checkpoint`)
-    return block
+    return { ...(await ahead.block), height: ahead.height }
   }
+
+  /** The block taken is checked: its bytes serve the next ones, and no view of them may be used again. */
+  done(block: HashedBlock): void {
+    this.#pool.give(block.bytes.buffer as ArrayBuffer)
+  }
+}
+
+/** A page of the node's leaf hashes: those of leaves [start, start + hashes.length / 32). */
+interface HashPage {
+  readonly start: number
+  readonly hashes: Uint8Array
 }
 
 /** The hashes of the node's leaves [start, end) in pages of leavesPerPageMax, a bounded number fetched ahead. */
 class PageFetcher {
   readonly #server: LogServer
   readonly #end: number
-  readonly #ahead: Promise<{ start: number; hashes: Uint8Array[] }>[] = []
+  readonly #ahead: Promise<HashPage>[] = []
   #next: number
 
   constructor(server: LogServer, start: number, end: number) {
@@ -123,7 +149,7 @@ class PageFetcher {
     this.#end = end
   }
 
-  async take(): Promise<{ start: number; hashes: Uint8Array[] }> {
+  async take(): Promise<HashPage> {
     while (this.#ahead.length < pagesInFlightMax && this.#next < this.#end) {
       const start = this.#next
       this.#next = Math.min(start + leavesPerPageMax, this.#end)
@@ -138,19 +164,19 @@ class PageFetcher {
 }
 
 /**
- * Compares the node's leaves with those of the browser's checked blocks, leaf by leaf, by their hashes:
- * the node hashes what it holds, so a leaf changed in its tables shows here, at 32 bytes a leaf.
+ * Compares the node's leaves with those of the browser's checked blocks by their hashes, a run of leaves
+ * at a time: the node hashes what it holds, so a leaf changed in its tables shows here, at 32 bytes a leaf.
  */
 class LeafComparer {
   readonly #pages: PageFetcher
   readonly #end: number
-  #page: { start: number; hashes: Uint8Array[] }
+  #page: HashPage
   #compared: number
 
   constructor(node: LogServer, start: number, end: number) {
     this.#pages = new PageFetcher(node, start, end)
     // An empty page that ends where the comparison starts: the first leaf takes the first page.
-    this.#page = { start: start - leavesPerPageMax, hashes: [] }
+    this.#page = { start: start - leavesPerPageMax, hashes: new Uint8Array(0) }
     this.#compared = start
     this.#end = end
   }
@@ -161,28 +187,43 @@ class LeafComparer {
 
   /**
    * The first leaf of the block where the node differs, with the node's hash of it (null when it serves
-   * none), or null. `leafHashes` are the block's own, as checkRawBlock computed them.
+   * none), or null. `leafHashes` are the block's own (32 bytes a leaf).
    */
   async compare(
     block: RawBlock,
-    leafHashes: readonly Uint8Array[],
+    leafHashes: Uint8Array,
   ): Promise<{ index: number; nodeHash: Uint8Array | null } | null> {
     const { firstLeaf } = block.header
-    for (let i = 0; i < leafHashes.length && firstLeaf + i < this.#end; i++) {
-      const index = firstLeaf + i
+    const end = Math.min(firstLeaf + block.leaves.length, this.#end)
+    let index = firstLeaf
+    while (index < end) {
       // Pages are requested whole; a short page (a node that serves fewer leaves) shows as a missing leaf.
       if (index >= this.#page.start + leavesPerPageMax) this.#page = await this.#pages.take()
-      const nodeHash = this.#page.hashes[index - this.#page.start]
-      if (nodeHash === undefined) return { index, nodeHash: null }
-      if (!bytesEqual(nodeHash, leafHashes[i]!)) return { index, nodeHash }
-      this.#compared = index + 1
+      const served = this.#page.start + this.#page.hashes.length / hashSize
+      if (index >= served) return { index, nodeHash: null }
+      const runEnd = Math.min(end, served)
+      const nodeRun = hashRun(this.#page.hashes, index - this.#page.start, runEnd - index)
+      const blockRun = hashRun(leafHashes, index - firstLeaf, runEnd - index)
+      if (!bytesEqual(nodeRun, blockRun)) {
+        for (let i = index; i < runEnd; i++) {
+          const nodeHash = hashRun(this.#page.hashes, i - this.#page.start, 1)
+          if (!bytesEqual(nodeHash, hashRun(leafHashes, i - firstLeaf, 1))) return { index: i, nodeHash }
+        }
+      }
+      index = runEnd
+      this.#compared = index
     }
     return null
   }
 }
 
+/** The hashes of `count` leaves from the `first`-th in hashes laid one after another. */
+function hashRun(hashes: Uint8Array, first: number, count: number): Uint8Array {
+  return hashes.subarray(first * hashSize, (first + count) * hashSize)
+}
+
 export async function checkFull(options: FullOptions, out: Findings): Promise<FullResult> {
-  const { browser, node, nodeId, nodeKey, target, stored } = options
+  const { browser, node, hasher, nodeId, nodeKey, target, stored } = options
   const failed = { state: null, leaves: 0, leavesPerSecond: null }
   let headers: StoredHeader[] = []
   let previous: { header: BlockHeader; frontier: Frontier } | null = null
@@ -218,18 +259,22 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
   const began = performance.now()
   let size = start
   let blocks = 0
-  const leafHashes: Uint8Array[] = []
   if (size < target.size) {
     const head = await browser.head()
-    const fetcher = new BlockFetcher(browser, (previous?.header.height ?? -1) + 1, head.header.height)
+    const fetcher = new BlockFetcher(browser, hasher, (previous?.header.height ?? -1) + 1, head.header.height)
     while (size < target.size) {
+      let hashed: HashedBlock
       let block: RawBlock
       try {
-        block = await fetcher.take()
+        const taken = await fetcher.take()
+        hashed = taken
+        block = browser.decodeBlock(taken.height, taken.bytes)
         if (block.header.node !== nodeId)
           throw new Error(`block ${block.header.height} is by node ${block.header.node}`)
-        leafHashes.length = 0
-        previous = { header: block.header, frontier: checkRawBlock(block, previous, nodeKey, { leafHashes }) }
+        previous = {
+          header: block.header,
+          frontier: checkHashedBlock(block, previous, nodeKey, hashed.subtrees),
+        }
       } catch (error) {
         if (error instanceof VmError && error.code === 'server_unreachable') throw error
         const height = (previous?.header.height ?? -1) + 1
@@ -245,12 +290,13 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
       headers.push({ header: block.header, signature: block.signature })
       size = block.header.logSize
       blocks++
-      const differing = await comparer.compare(block, leafHashes)
+      const differing = await comparer.compare(block, hashed.leafHashes)
       if (differing !== null) {
         out.check('blocks', true, `${blocks} blocks checked up to leaf ${size}`)
         await splitViewAt(node, { ...differing, block }, out)
         return failed
       }
+      fetcher.done(hashed)
       options.onProgress(size - start, target.size - start)
     }
   }

@@ -6,7 +6,7 @@
  * failed answer is a VmError with the server's problem code, which the verifier reports as a failed check.
  */
 
-import { answerBytesMax, readBoundedBytes } from '../client/read-bounded.js'
+import { answerBytesMax, type BytePool, readBoundedBytes } from '../client/read-bounded.js'
 import {
   type Block,
   type BlockHeader,
@@ -132,30 +132,35 @@ export class LogServer {
   }
 
   async block(height: number): Promise<Block> {
-    return validateBlock(await this.json(`/v1/blocks/${height}`))
+    return validateBlock(await this.json(blockPath(height)))
   }
 
-  /** A block with its leaves as bytes, in the binary form: what a full check downloads. */
-  async rawBlock(height: number): Promise<RawBlock> {
-    const path = `/v1/blocks/${height}`
+  /** A block in the binary form (leaf-page.ts): what a full check downloads. */
+  async blockBytes(height: number, pool?: BytePool): Promise<Uint8Array> {
+    return this.binary(blockPath(height), pool)
+  }
+
+  /** The block `height` from its binary form (blockBytes), its shape checked. */
+  decodeBlock(height: number, bytes: Uint8Array): RawBlock {
     try {
-      return decodeRawBlock(await this.binary(path))
+      return decodeRawBlock(bytes)
     } catch (error) {
       if (error instanceof VmError && (error.code === 'binary_malformed' || error.code === 'block_malformed'))
-        throw this.#malformed(path, `a block that is not well formed: ${error.message}`)
+        throw this.#malformed(blockPath(height), `a block that is not well formed: ${error.message}`)
       throw error
     }
   }
 
-  /** The hashes of leaves [start, end), 32 bytes each, in the binary form; the server may answer fewer (a page). */
-  async leafHashes(start: number, end: number): Promise<Uint8Array[]> {
+  /**
+   * The hashes of leaves [start, end), 32 bytes each one after another, in the binary form; the server
+   * may answer fewer (a page).
+   */
+  async leafHashes(start: number, end: number): Promise<Uint8Array> {
     const path = `/v1/log/leaf-hashes?start=${start}&end=${end}`
     const bytes = await this.binary(path)
     if (bytes.length % hashSize !== 0 || bytes.length > (end - start) * hashSize)
       throw this.#malformed(path, 'bytes that are not hashes of the range')
-    return Array.from({ length: bytes.length / hashSize }, (_, i) =>
-      bytes.subarray(i * hashSize, (i + 1) * hashSize),
-    )
+    return bytes
   }
 
   /** The newest block's signed header. */
@@ -199,15 +204,15 @@ export class LogServer {
     return answerDecoder.decode(await this.#bytes(path, 'application/json, text/plain'))
   }
 
-  /** The bytes of a binary answer (leaf-page.ts). */
-  async binary(path: string): Promise<Uint8Array> {
-    return this.#bytes(path, binaryMediaType)
+  /** The bytes of a binary answer (leaf-page.ts), in a buffer of `pool` if given. */
+  async binary(path: string, pool?: BytePool): Promise<Uint8Array> {
+    return this.#bytes(path, binaryMediaType, pool)
   }
 
-  async #bytes(path: string, accept: string): Promise<Uint8Array> {
+  async #bytes(path: string, accept: string, pool?: BytePool): Promise<Uint8Array> {
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.#get(path, accept)
+        return await this.#get(path, accept, pool)
       } catch (error) {
         const wait = error instanceof VmError ? error.detail?.['retryAfterMs'] : undefined
         if (typeof wait !== 'number' || attempt >= pushBackRetriesMax) throw error
@@ -216,13 +221,13 @@ export class LogServer {
     }
   }
 
-  async #get(path: string, accept: string): Promise<Uint8Array> {
+  async #get(path: string, accept: string, pool?: BytePool): Promise<Uint8Array> {
     const url = this.baseUrl + path
     let response: Response
     let body: Uint8Array
     try {
       response = await fetch(url, { headers: { accept }, signal: AbortSignal.timeout(requestTimeoutMs) })
-      body = await readBoundedBytes(response, answerBytesMax)
+      body = await readBoundedBytes(response, answerBytesMax, response.ok ? pool : undefined)
     } catch (error) {
       if (error instanceof VmError) throw error
       throw new VmError('server_unreachable', `cannot reach the ${this.role} at ${url}: ${causeOf(error)}`, {
@@ -251,6 +256,10 @@ export class LogServer {
       },
     })
   }
+}
+
+function blockPath(height: number): string {
+  return `/v1/blocks/${height}`
 }
 
 function causeOf(error: unknown): string {

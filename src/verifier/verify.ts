@@ -11,6 +11,7 @@ import { bytesEqual, fromBase64, toBase64, toBase64Url } from '../protocol/encod
 import { VmError } from '../protocol/errors.js'
 import { jwkPublicKey, keyId } from '../protocol/keys.js'
 import { leafHash, verifyConsistency } from '../protocol/merkle.js'
+import { type BlockHasher, openBlockHasher } from './block-hashing.js'
 import { checkFull } from './full.js'
 import { LogServer } from './http.js'
 import { checkReader, type ReaderKeys, readNodeSnapshot } from './reader.js'
@@ -71,6 +72,16 @@ async function attempt<T>(out: Findings, name: string, work: () => Promise<T>): 
  * 'key_refused' when the node does not accept the reader's key; everything else is in the report.
  */
 export async function verify(options: VerifyOptions): Promise<VerifyReport> {
+  // A full check hashes on a thread of its own: opened first, it starts while the checkpoints are read.
+  const hasher = options.full === true ? openBlockHasher() : null
+  try {
+    return await verifyWith(options, hasher)
+  } finally {
+    await hasher?.close()
+  }
+}
+
+async function verifyWith(options: VerifyOptions, hasher: BlockHasher | null): Promise<VerifyReport> {
   const out = new Findings()
   const node = new LogServer('node', options.nodeUrl)
   const report = (
@@ -165,12 +176,13 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
 
   let full: FullState | null = stored?.full ?? null
   let leavesPerSecond: number | undefined
-  if (options.full === true) {
+  if (hasher !== null) {
     const result = await attempt(out, 'blocks', () =>
       checkFull(
         {
           browser,
           node,
+          hasher,
           nodeId,
           nodeKey,
           target: browserSide.checkpoint,
