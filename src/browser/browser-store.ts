@@ -198,7 +198,10 @@ export async function recentBlocks(db: Executor, node: string, limit: number): P
   }))
 }
 
-/** Leaves per stored page, and the bytes after which a page takes no further leaf (it holds at least one). */
+/**
+ * Leaves per stored page, and the bytes after which a page takes no further leaf (it holds at least one).
+ * Range reads rely on the first: it may grow, never shrink, or pages already stored would be missed.
+ */
 export const leavesPerStoredPageMax = 64
 export const storedPageBytesMax = 64 * 1024
 

@@ -57,7 +57,9 @@ export async function readBoundedBytes(
     return new Uint8Array(0)
   }
   const reader = response.body.getReader()
-  if (pool !== undefined && response.headers.has('content-length')) {
+  // A compressed answer declares its compressed length: it is read as chunks, whatever its length.
+  const encoding = response.headers.get('content-encoding') ?? 'identity'
+  if (pool !== undefined && response.headers.has('content-length') && encoding === 'identity') {
     const bytes = pool.take(declared)
     let length = 0
     for (;;) {

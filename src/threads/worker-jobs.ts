@@ -13,14 +13,16 @@ interface Waiter<R> {
 }
 
 interface Slot<R> {
-  worker: Worker
+  /** Null after the thread failed, until the next job starts another. */
+  worker: Worker | null
   readonly waiting: Map<number, Waiter<R>>
 }
 
 /**
  * Jobs run on worker threads, each job on the thread with the fewest waiting, answered by id. A thread
- * that fails or exits fails the jobs it holds and is replaced. Idle threads do not keep the process
- * alive; busy ones do. Threads start at once, so that their start overlaps the caller's own.
+ * that fails or exits fails the jobs it holds and is replaced when the next job comes (a thread that
+ * cannot start then fails that job, and never spins). Idle threads do not keep the process alive; busy
+ * ones do. Threads start at once, so that their start overlaps the caller's own.
  */
 export class WorkerJobs<J, R> {
   readonly #spawnWorker: () => Worker
@@ -33,7 +35,7 @@ export class WorkerJobs<J, R> {
     this.#name = name
     this.#spawnWorker = spawn
     for (let i = 0; i < threads; i++) {
-      const slot: Slot<R> = { worker: undefined as unknown as Worker, waiting: new Map() }
+      const slot: Slot<R> = { worker: null, waiting: new Map() }
       this.#spawn(slot)
       this.#slots.push(slot)
     }
@@ -49,25 +51,32 @@ export class WorkerJobs<J, R> {
     if (this.#closed)
       return Promise.reject(new VmError('internal', `the ${this.#name} is closed`, { status: 500 }))
     const slot = this.#slots.reduce((least, slot) => (slot.waiting.size < least.waiting.size ? slot : least))
+    const worker = slot.worker ?? this.#spawn(slot)
     const id = this.#nextId++
     return new Promise<R>((resolve, reject) => {
+      try {
+        worker.postMessage({ id, job }, transfer as ArrayBuffer[])
+      } catch (error) {
+        // Nothing was sent (a value that cannot be copied or moved): the job fails alone.
+        reject(error)
+        return
+      }
       slot.waiting.set(id, { resolve, reject })
-      slot.worker.ref()
-      slot.worker.postMessage({ id, job }, transfer as ArrayBuffer[])
+      worker.ref()
     })
   }
 
   async close(): Promise<void> {
     this.#closed = true
-    await Promise.all(this.#slots.map((slot) => slot.worker.terminate()))
+    await Promise.all(this.#slots.map((slot) => slot.worker?.terminate()))
   }
 
   /** For tests: ends one thread as a crash would. */
   async crashOne(): Promise<void> {
-    await this.#slots[0]?.worker.terminate()
+    await this.#slots[0]?.worker?.terminate()
   }
 
-  #spawn(slot: Slot<R>): void {
+  #spawn(slot: Slot<R>): Worker {
     const worker = this.#spawnWorker()
     slot.worker = worker
     worker.unref()
@@ -82,14 +91,15 @@ export class WorkerJobs<J, R> {
     })
     const fail = (error: unknown) => {
       if (slot.worker !== worker) return
+      slot.worker = null
       for (const waiter of slot.waiting.values()) waiter.reject(error)
       slot.waiting.clear()
-      if (!this.#closed) this.#spawn(slot)
     }
     worker.on('error', fail)
     worker.on('exit', (code) =>
       fail(new VmError('internal', `the ${this.#name} exited with ${code}`, { status: 500 })),
     )
+    return worker
   }
 }
 

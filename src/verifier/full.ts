@@ -276,7 +276,9 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
           frontier: checkHashedBlock(block, previous, nodeKey, hashed.subtrees),
         }
       } catch (error) {
-        if (error instanceof VmError && error.code === 'server_unreachable') throw error
+        // An unreachable server, or a fault of this verifier (its hashing thread), is no finding on the browser.
+        if (error instanceof VmError && (error.code === 'server_unreachable' || error.code === 'internal'))
+          throw error
         const height = (previous?.header.height ?? -1) + 1
         out.check('blocks', false, `block ${height}: ${(error as Error).message}`)
         out.add({
