@@ -252,21 +252,11 @@ export async function leafRange(
   start: number,
   end: number,
 ): Promise<Uint8Array[]> {
-  if (end <= start) return []
-  // The page holding `start` begins at most leavesPerStoredPageMax - 1 leaves before it.
-  const pages = await db
-    .selectFrom('browser_leaf_pages')
-    .select(['first_leaf', 'leaves'])
-    .where('node', '=', node)
-    .where('first_leaf', '>', start - leavesPerStoredPageMax)
-    .where('first_leaf', '<', end)
-    .orderBy('first_leaf')
-    .execute()
   const out: Uint8Array[] = []
-  for (const page of pages) {
-    const leaves = decodeLeafPage(page.leaves, leavesPerStoredPageMax)
-    const first = Number(page.first_leaf)
-    for (let i = Math.max(0, start - first); i < leaves.length && first + i < end; i++) out.push(leaves[i]!)
+  for (const page of await pagesHolding(db, node, start, end, 'leaves')) {
+    const leaves = decodeLeafPage(page.bytes, leavesPerStoredPageMax)
+    for (let i = Math.max(0, start - page.first); i < leaves.length && page.first + i < end; i++)
+      out.push(leaves[i]!)
   }
   return out
 }
@@ -278,22 +268,33 @@ export async function leafHashRange(
   start: number,
   end: number,
 ): Promise<Uint8Array> {
-  if (end <= start) return new Uint8Array(0)
-  const pages = await db
+  const pages = await pagesHolding(db, node, start, end, 'leaf_hashes')
+  return concatBytes(
+    ...pages.map((page) =>
+      page.bytes.subarray(Math.max(0, start - page.first) * hashSize, (end - page.first) * hashSize),
+    ),
+  )
+}
+
+/** One column of the stored pages holding leaves of [start, end), in order, with each page's first leaf. */
+async function pagesHolding(
+  db: Executor,
+  node: string,
+  start: number,
+  end: number,
+  column: 'leaves' | 'leaf_hashes',
+): Promise<{ first: number; bytes: Uint8Array }[]> {
+  if (end <= start) return []
+  // The page holding `start` begins at most leavesPerStoredPageMax - 1 leaves before it.
+  const rows = await db
     .selectFrom('browser_leaf_pages')
-    .select(['first_leaf', 'leaf_hashes'])
+    .select((eb) => ['first_leaf', eb.ref(column).as('bytes')])
     .where('node', '=', node)
     .where('first_leaf', '>', start - leavesPerStoredPageMax)
     .where('first_leaf', '<', end)
     .orderBy('first_leaf')
     .execute()
-  const parts = pages.map((page) => {
-    const first = Number(page.first_leaf)
-    const from = Math.max(0, start - first)
-    const to = Math.min(page.leaf_hashes.length / hashSize, end - first)
-    return page.leaf_hashes.subarray(from * hashSize, to * hashSize)
-  })
-  return concatBytes(...parts)
+  return rows.map((row) => ({ first: row.first_leaf, bytes: row.bytes }))
 }
 
 /** Perfect-subtree hashes by id, in the order asked: a NodeReader for the protocol's proofs. */

@@ -263,12 +263,11 @@ export async function checkFull(options: FullOptions, out: Findings): Promise<Fu
     const head = await browser.head()
     const fetcher = new BlockFetcher(browser, hasher, (previous?.header.height ?? -1) + 1, head.header.height)
     while (size < target.size) {
-      let hashed: HashedBlock
+      let hashed: HashedBlock & { readonly height: number }
       let block: RawBlock
       try {
-        const taken = await fetcher.take()
-        hashed = taken
-        block = browser.decodeBlock(taken.height, taken.bytes)
+        hashed = await fetcher.take()
+        block = browser.decodeBlock(hashed.height, hashed.bytes)
         if (block.header.node !== nodeId)
           throw new Error(`block ${block.header.height} is by node ${block.header.node}`)
         previous = {
