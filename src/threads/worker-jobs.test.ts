@@ -22,12 +22,12 @@ test('jobs are answered by id; a job that cannot be sent fails alone; a crashed 
     )
     assert.equal(jobs.pending, 0)
 
-    const held = jobs.run(utf8('held'))
-    await jobs.crashOne()
-    const outcome = await held.then(
+    const held = jobs.run(utf8('held')).then(
       () => 'answered',
       (error) => (error instanceof VmError && error.code === 'internal' ? 'failed' : String(error)),
     )
+    await jobs.crashOne()
+    const outcome = await held
     // The job either finished before the crash or failed with it; either way nothing is left waiting.
     assert.ok(outcome === 'answered' || outcome === 'failed', outcome)
     assert.equal(jobs.pending, 0)

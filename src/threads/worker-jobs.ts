@@ -68,12 +68,32 @@ export class WorkerJobs<J, R> {
 
   async close(): Promise<void> {
     this.#closed = true
-    await Promise.all(this.#slots.map((slot) => slot.worker?.terminate()))
+    await Promise.all(this.#slots.map((slot) => this.#stop(slot, `the ${this.#name} is closed`)))
   }
 
   /** For tests: ends one thread as a crash would. */
   async crashOne(): Promise<void> {
-    await this.#slots[0]?.worker?.terminate()
+    const slot = this.#slots[0]
+    if (slot !== undefined) await this.#stop(slot, `the ${this.#name} exited`)
+  }
+
+  /**
+   * Ends a slot's thread and fails the jobs it holds. The thread is held by the event loop until it is
+   * gone (an idle, unreferenced one would never report its end), and nothing unreferences it meanwhile.
+   */
+  async #stop(slot: Slot<R>, reason: string): Promise<void> {
+    const worker = slot.worker
+    if (worker === null) return
+    this.#drop(slot, new VmError('internal', reason, { status: 500 }))
+    worker.ref()
+    await worker.terminate()
+  }
+
+  /** The slot has no thread any more: its jobs fail with `error`, and the next job starts a thread. */
+  #drop(slot: Slot<R>, error: unknown): void {
+    slot.worker = null
+    for (const waiter of slot.waiting.values()) waiter.reject(error)
+    slot.waiting.clear()
   }
 
   #spawn(slot: Slot<R>): Worker {
@@ -81,6 +101,7 @@ export class WorkerJobs<J, R> {
     slot.worker = worker
     worker.unref()
     worker.on('message', (reply: WorkerReply<R>) => {
+      if (slot.worker !== worker) return
       const waiter = slot.waiting.get(reply.id)
       slot.waiting.delete(reply.id)
       if (slot.waiting.size === 0) worker.unref()
@@ -90,10 +111,7 @@ export class WorkerJobs<J, R> {
       } else waiter?.resolve(reply.result)
     })
     const fail = (error: unknown) => {
-      if (slot.worker !== worker) return
-      slot.worker = null
-      for (const waiter of slot.waiting.values()) waiter.reject(error)
-      slot.waiting.clear()
+      if (slot.worker === worker) this.#drop(slot, error)
     }
     worker.on('error', fail)
     worker.on('exit', (code) =>
