@@ -1,3 +1,4 @@
+import { concatBytes } from '../protocol/encoding.js'
 import { VmError } from '../protocol/errors.js'
 
 /** Answers larger than this are refused: a block of many large leaves fits (the browser takes 32 MiB). */
@@ -59,43 +60,25 @@ export async function readBoundedBytes(
   const reader = response.body.getReader()
   // A compressed answer declares its compressed length: it is read as chunks, whatever its length.
   const encoding = response.headers.get('content-encoding') ?? 'identity'
-  if (pool !== undefined && response.headers.has('content-length') && encoding === 'identity') {
-    const bytes = pool.take(declared)
-    let length = 0
-    for (;;) {
-      const { done, value } = await reader.read()
-      if (done) break
-      // The fetch implementation ends a body at its declared length; this guards the copy regardless.
-      if (length + value.length > declared) {
-        await reader.cancel()
-        throw new VmError('answer_malformed', `${response.url} answered more than its declared length`, {
-          status: 502,
-        })
-      }
-      bytes.set(value, length)
-      length += value.length
-    }
-    return bytes.subarray(0, length)
-  }
+  const pooled =
+    pool !== undefined && response.headers.has('content-length') && encoding === 'identity'
+      ? pool.take(declared)
+      : null
   const chunks: Uint8Array[] = []
   let length = 0
   for (;;) {
     const { done, value } = await reader.read()
     if (done) break
     length += value.length
-    if (length > bytesMax) {
+    // The fetch implementation ends a body at its declared length; this guards the pooled copy regardless.
+    if (length > (pooled?.length ?? bytesMax)) {
       await reader.cancel()
-      throw tooLarge(response.url, bytesMax)
+      throw tooLarge(response.url, pooled?.length ?? bytesMax)
     }
-    chunks.push(value)
+    if (pooled === null) chunks.push(value)
+    else pooled.set(value, length - value.length)
   }
-  const bytes = new Uint8Array(length)
-  let offset = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset)
-    offset += chunk.length
-  }
-  return bytes
+  return pooled === null ? concatBytes(...chunks) : pooled.subarray(0, length)
 }
 
 function tooLarge(url: string, bytesMax: number): VmError {
