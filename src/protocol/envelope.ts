@@ -90,8 +90,8 @@ export interface Aes {
     ciphertext: Uint8Array,
     tag: Uint8Array,
   ): Uint8Array
-  /** RFC 3394 with the default IV. */
-  keyWrap(kek: Uint8Array, cek: Uint8Array): Uint8Array
+  /** RFC 3394 with the default IV, each key under the same KEK: a batch can cost less than its keys one by one. */
+  keyWrapMany(kek: Uint8Array, keys: readonly Uint8Array[]): Uint8Array[]
   /** throws VmError 'decryption_failed' */
   keyUnwrap(kek: Uint8Array, wrapped: Uint8Array): Uint8Array
   randomBytes(length: number): Uint8Array
@@ -148,7 +148,7 @@ export const portableAes: Aes = {
       throw decryptionFailed(cause)
     }
   },
-  keyWrap: wrapKey,
+  keyWrapMany: (kek, keys) => keys.map((key) => wrapKey(kek, key)),
   keyUnwrap(kek, wrapped) {
     try {
       return aeskw(kek).decrypt(wrapped)
@@ -162,6 +162,13 @@ export const portableAes: Aes = {
     for (let i = 0; i < length; i += 65536) globalThis.crypto.getRandomValues(out.subarray(i, i + 65536))
     return out
   },
+}
+
+/** What Sealer.sealMany seals: a plaintext for its recipients, with its random as seal takes it. */
+export interface SealRequest {
+  readonly plaintext: Uint8Array
+  readonly recipients: readonly EncryptionRecipient[]
+  readonly random?: Uint8Array | undefined
 }
 
 export interface EncryptionRecipient {
@@ -258,6 +265,59 @@ export class Sealer {
     recipients: readonly EncryptionRecipient[],
     random?: Uint8Array,
   ): { jwe: Jwe; cek: Uint8Array } {
+    return this.sealMany([{ plaintext, recipients, random }])[0]!
+  }
+
+  /**
+   * Seals each request as seal does. The content keys wrapped under one KEK (a recipient of many of them,
+   * such as the node's archive key) are wrapped together: node:crypto wraps a batch for the cost of a few.
+   */
+  sealMany(requests: readonly SealRequest[]): { jwe: Jwe; cek: Uint8Array }[] {
+    const envelopes = requests.map((request) => this.#encrypt(request))
+    const wraps = new Map<Uint8Array, { keys: Uint8Array[]; into: { envelope: number; slot: number }[] }>()
+    // Requests often share recipient objects (the sealing thread's do): one cache look-up for each.
+    const keks = new Map<EncryptionRecipient, Uint8Array>()
+    envelopes.forEach(({ recipients, cek }, envelope) => {
+      recipients.forEach((recipient, slot) => {
+        let kek = keks.get(recipient)
+        if (kek === undefined) {
+          kek = this.#kek(recipient)
+          keks.set(recipient, kek)
+        }
+        let batch = wraps.get(kek)
+        if (batch === undefined) {
+          batch = { keys: [], into: [] }
+          wraps.set(kek, batch)
+        }
+        batch.keys.push(cek)
+        batch.into.push({ envelope, slot })
+      })
+    })
+    const wrapped = envelopes.map(({ recipients }) => new Array<string>(recipients.length))
+    for (const [kek, batch] of wraps) {
+      this.#aes.keyWrapMany(kek, batch.keys).forEach((key, k) => {
+        const { envelope, slot } = batch.into[k]!
+        wrapped[envelope]![slot] = toBase64Url(key)
+      })
+    }
+    return envelopes.map(({ recipients, cek, iv, ciphertext, tag }, envelope) => ({
+      jwe: {
+        protected: sealedProtected,
+        unprotected: this.#agreement,
+        recipients: recipients.map((recipient, slot) => ({
+          header: { kid: recipient.kid },
+          encrypted_key: wrapped[envelope]![slot]!,
+        })),
+        iv: toBase64Url(iv),
+        ciphertext: toBase64Url(ciphertext),
+        tag: toBase64Url(tag),
+      },
+      cek,
+    }))
+  }
+
+  /** Checks a request and encrypts its plaintext with its content key; the key is wrapped later. */
+  #encrypt({ plaintext, recipients, random }: SealRequest) {
     if (plaintext.length > jweCiphertextMax)
       throw new VmError('envelope_too_large', `at most ${jweCiphertextMax} bytes can be sealed`, {
         status: 413,
@@ -269,19 +329,11 @@ export class Sealer {
     if (random !== undefined && random.length !== sealRandomSize)
       throw new VmError('invalid_key', `sealing takes ${sealRandomSize} random bytes`)
     // One draw from the random source for both: it is a system call per draw.
-    random ??= this.#aes.randomBytes(sealRandomSize)
-    const cek = random.subarray(0, contentKeySize)
-    const iv = random.subarray(contentKeySize)
+    const drawn = random ?? this.#aes.randomBytes(sealRandomSize)
+    const cek = drawn.subarray(0, contentKeySize)
+    const iv = drawn.subarray(contentKeySize)
     const { ciphertext, tag } = this.#aes.gcmEncrypt(cek, iv, sealedAad, plaintext)
-    const jwe: Jwe = {
-      protected: sealedProtected,
-      unprotected: this.#agreement,
-      recipients: this.#wrap(cek, unique),
-      iv: toBase64Url(iv),
-      ciphertext: toBase64Url(ciphertext),
-      tag: toBase64Url(tag),
-    }
-    return { jwe, cek }
+    return { recipients: unique, cek, iv, ciphertext, tag }
   }
 
   /**
@@ -291,26 +343,20 @@ export class Sealer {
   wrapFor(cek: Uint8Array, recipients: readonly EncryptionRecipient[]): JweRecipient[] {
     if (cek.length !== contentKeySize)
       throw new VmError('invalid_key', `a content key is ${contentKeySize} bytes`)
-    return this.#wrap(cek, uniqueByKid(recipients)).map(({ header, encrypted_key }) => ({
-      header: { ...this.#agreement, kid: header.kid },
-      encrypted_key,
+    return uniqueByKid(recipients).map((recipient) => ({
+      header: { ...this.#agreement, kid: recipient.kid },
+      encrypted_key: toBase64Url(this.#aes.keyWrapMany(this.#kek(recipient), [cek])[0]!),
     }))
   }
 
-  /** Entries whose header names the recipient only: seal shares alg and epk, wrapFor adds them to each. */
-  #wrap(cek: Uint8Array, recipients: readonly EncryptionRecipient[]): JweRecipient[] {
-    return recipients.map((recipient) => {
-      const kek = cached(this.#keks, this.#kekCacheMax, toBase64Url(recipient.publicKey), () => {
-        this.#agreements++
-        try {
-          return deriveKek(this.#secretKey, recipient.publicKey)
-        } catch (cause) {
-          throw new VmError('invalid_key', `recipient ${recipient.kid} is not a usable X25519 key`, { cause })
-        }
-      })
-      return {
-        header: { kid: recipient.kid },
-        encrypted_key: toBase64Url(this.#aes.keyWrap(kek, cek)),
+  /** The KEK agreed with a recipient, from the cache or by an X25519 agreement. */
+  #kek(recipient: EncryptionRecipient): Uint8Array {
+    return cached(this.#keks, this.#kekCacheMax, toBase64Url(recipient.publicKey), () => {
+      this.#agreements++
+      try {
+        return deriveKek(this.#secretKey, recipient.publicKey)
+      } catch (cause) {
+        throw new VmError('invalid_key', `recipient ${recipient.kid} is not a usable X25519 key`, { cause })
       }
     })
   }

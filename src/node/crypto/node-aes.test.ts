@@ -23,12 +23,38 @@ describe('nodeAes', () => {
       '28c9f404c4b810f4cbccb35cfb87f8263f5786e2d80ed326cbc7f0e71a99f43bfb988b9b7a02dd21',
     )
     for (const [, aes] of implementations) {
-      assert.deepEqual(aes.keyWrap(kek, key), expected)
+      assert.deepEqual(aes.keyWrapMany(kek, [key]), [expected])
+      // Enough copies that nodeAes wraps them together with one cipher object.
+      assert.deepEqual(
+        aes.keyWrapMany(
+          kek,
+          Array.from({ length: 20 }, () => key),
+        ),
+        Array.from({ length: 20 }, () => expected),
+      )
       for (const [, other] of implementations) assert.deepEqual(other.keyUnwrap(kek, expected), key)
     }
     const randomKek = nodeAes.randomBytes(32)
     const randomKey = nodeAes.randomBytes(32)
-    assert.deepEqual(nodeAes.keyWrap(randomKek, randomKey), portableAes.keyWrap(randomKek, randomKey))
+    assert.deepEqual(
+      nodeAes.keyWrapMany(randomKek, [randomKey]),
+      portableAes.keyWrapMany(randomKek, [randomKey]),
+    )
+  })
+
+  test('key wrap: keys wrapped together are wrapped as each alone, at every batch size', () => {
+    const kek = nodeAes.randomBytes(32)
+    for (const count of [1, 15, 16, 17, 64, 129]) {
+      // 16- and 32-byte keys: RFC 3394 takes any whole number of 64-bit blocks from two.
+      for (const size of [16, 32]) {
+        const keys = Array.from({ length: count }, () => nodeAes.randomBytes(size))
+        const together = nodeAes.keyWrapMany(kek, keys)
+        assert.deepEqual(together, portableAes.keyWrapMany(kek, keys), `${count} keys of ${size} bytes`)
+        together.forEach((wrapped, k) => {
+          assert.deepEqual(portableAes.keyUnwrap(kek, wrapped), keys[k])
+        })
+      }
+    }
   })
 
   test('gcm: the same bytes as portableAes, each decrypts the other', () => {
@@ -56,7 +82,7 @@ describe('nodeAes', () => {
       copy[index]! ^= 0x80
       return copy
     }
-    const wrapped = nodeAes.keyWrap(key, nodeAes.randomBytes(32))
+    const [wrapped] = nodeAes.keyWrapMany(key, [nodeAes.randomBytes(32)]) as [Uint8Array]
     for (const [, aes] of implementations) {
       refused(() => aes.gcmDecrypt(key, iv, aad, flipped(ciphertext), tag))
       refused(() => aes.gcmDecrypt(key, iv, aad, ciphertext, flipped(tag, 15)))
@@ -88,4 +114,39 @@ describe('nodeAes', () => {
         assert.deepEqual(new Opener(person.secretKey, { aes: openAes }).open(jwe), plaintext)
     }
   })
+})
+
+test('sealMany seals each envelope as seal does, with the keys under one KEK wrapped together', () => {
+  const sender = generateEncryptionKey()
+  const archive = generateEncryptionKey()
+  const people = Array.from({ length: 3 }, () => generateEncryptionKey())
+  // Every envelope is for the archive (wrapped together by nodeAes) and for one or two people.
+  const requests = Array.from({ length: 40 }, (_, i) => ({
+    plaintext: utf8(`leaf ${i}`),
+    recipients: [archive, people[i % 3]!, ...(i % 4 === 0 ? [people[(i + 1) % 3]!] : [])].map((key) =>
+      encryptionRecipient(key.publicKey),
+    ),
+    random: nodeAes.randomBytes(44),
+  }))
+  for (const [name, aes] of implementations) {
+    const sealer = new Sealer(sender, { aes })
+    const many = sealer.sealMany(requests)
+    const one = requests.map(({ plaintext, recipients, random }) =>
+      sealer.seal(plaintext, recipients, random),
+    )
+    assert.deepEqual(many, one, name)
+    many.forEach(({ jwe }, i) => {
+      assert.deepEqual(new Opener(archive.secretKey, { aes }).open(jwe), requests[i]!.plaintext)
+      people.forEach((person, p) => {
+        const readable = p === i % 3 || (i % 4 === 0 && p === (i + 1) % 3)
+        const opened = new Opener(person.secretKey, { aes }).open(jwe)
+        assert.deepEqual(opened, readable ? requests[i]!.plaintext : null)
+      })
+    })
+  }
+  // A request that cannot be sealed fails the call before any envelope is made.
+  assert.throws(
+    () => new Sealer(sender).sealMany([...requests, { plaintext: utf8('x'), recipients: [] }]),
+    (error: unknown) => error instanceof VmError && error.code === 'no_recipients',
+  )
 })

@@ -24,7 +24,7 @@ import { type Decision, type PoolRow, poolRow, poolTableRow } from '../pool/pool
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
 import { WakeableSleep } from '../wakeable-sleep.js'
-import type { LeafSealing, SealItem, SealingPlan } from './leaf-sealing.js'
+import type { LeafSealing, SealingPlan } from './leaf-sealing.js'
 import { type FunnelLease, LeaseLost } from './lease.js'
 
 /** Pool rows per block. Bounds the memory and the length of one database transaction. */
@@ -218,17 +218,18 @@ export class Funnel {
       leaves.push({ index, transactionId, text })
       return index
     }
-    const toSeal: SealItem[] = []
+    const sealing = this.#sealing
+    const blockSeal = sealing?.sealBlock(timeText) ?? null
     const sealedAt: number[] = []
     const disclosures = new Disclosures(timeText)
     const appendLeaf = (signed: SignedTransaction, signedText: string) => {
-      const sealing = this.#sealing
-      if (sealing === null) return appendText(signed.tx.id, encodeLeafText(timeText, signedText))
+      if (sealing === null || blockSeal === null)
+        return appendText(signed.tx.id, encodeLeafText(timeText, signedText))
       const plan = sealing.plan(this.#ledger, signed.tx, time)
-      const { random, cek } = sealing.contentRandom()
       const index = appendText(signed.tx.id, '')
       sealedAt.push(index - firstLeaf)
-      toSeal.push({ id: signed.tx.id, type: signed.tx.type, signedText, random, recipients: plan.recipients })
+      const { id, type } = signed.tx
+      const cek = blockSeal.add({ id, type, signedText, recipients: plan.recipients })
       disclosures.sealed(index, plan, cek)
       return index
     }
@@ -322,9 +323,7 @@ export class Funnel {
     entries.length = taken
 
     const changes = this.#ledger.takeChanges()
-    const sealed = toSeal.length > 0 ? this.#sealing!.sealLeaves(timeText, toSeal) : null
-    // Awaited in the transaction below; if the transaction fails first, this failure is not unhandled.
-    sealed?.catch(() => {})
+    blockSeal?.end()
     const seqs = entries.map((e) => e.seq)
     let header: BlockHeader | null = null
     await this.#db.transaction().execute(async (trx) => {
@@ -341,8 +340,8 @@ export class Funnel {
       if (leaves.length === 0) return
       // The sealing thread hashed the leaves it sealed; the funnel hashes the others.
       const hashes: (Uint8Array | undefined)[] = new Array(leaves.length)
-      if (sealed !== null) {
-        const { texts, hashes: sealedHashes } = await sealed
+      if (blockSeal !== null && sealedAt.length > 0) {
+        const { texts, hashes: sealedHashes } = await blockSeal.outcome()
         sealedAt.forEach((position, i) => {
           leaves[position]!.text = texts[i]!
           hashes[position] = sealedHashes.subarray(32 * i, 32 * (i + 1))

@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads'
-import { fromBase64Url } from '../../protocol/encoding.js'
+import { concatBytes, fromBase64Url, utf8 } from '../../protocol/encoding.js'
 import {
   type Aes,
   contentKeySize,
@@ -10,6 +10,8 @@ import {
   sealRandomSize,
 } from '../../protocol/envelope.js'
 import { assert, VmError } from '../../protocol/errors.js'
+import { encodeSealedLeafText } from '../../protocol/leaf.js'
+import { leafHash } from '../../protocol/merkle.js'
 import type { Transaction, TransactionType } from '../../protocol/transaction.js'
 import { WorkerJobs } from '../../threads/worker-jobs.js'
 import type { NodeIdentity } from '../identity.js'
@@ -37,20 +39,34 @@ export const sealerKeysCachedMax = 100_000
 /** Persons whose recipient lists are cached; far more than a node's active customers per minute. */
 export const recipientCacheMax = 100_000
 
+/** Leaves sent to the sealing thread at a time: it seals a block's first leaves while the funnel applies the rest. */
+export const sealChunkLeaves = 128
+
 /** One leaf to seal: what the leaf shows in the clear, the signed transaction, and its readers. */
 export interface SealItem {
   readonly id: string
   readonly type: TransactionType
   readonly signedText: string
-  /** The leaf's content key, then its IV (drawn by the funnel, which discloses the key to views). */
-  readonly random: Uint8Array
   readonly recipients: readonly EncryptionRecipient[]
 }
 
-/** A block's leaves, sealed by the sealing thread in one message. */
+/**
+ * Some of a block's leaves, by column: a thread copies a few arrays much faster than an object per leaf
+ * (0.3 against 5 µs a leaf).
+ */
 export interface SealJob {
   readonly time: string
-  readonly leaves: readonly SealItem[]
+  readonly ids: readonly string[]
+  readonly types: readonly TransactionType[]
+  readonly signedTexts: readonly string[]
+  /** Each leaf's content key then IV (drawn by the funnel, which discloses the keys to views). */
+  readonly random: Uint8Array
+  /** The job's distinct recipients: their key ids, and their public keys (32 bytes each, in that order). */
+  readonly recipientKids: readonly string[]
+  readonly recipientKeys: Uint8Array
+  /** Leaf i's recipients are readers[readerEnds[i - 1] .. readerEnds[i]], indexes of the above. */
+  readonly readers: Uint32Array
+  readonly readerEnds: Uint32Array
 }
 
 /** The leaves' texts and their hashes (32 bytes each, in order). */
@@ -129,15 +145,9 @@ export class LeafSealing {
     return recipients
   }
 
-  /** A fresh content key and IV for a leaf: `random` of its SealItem; the key is the first contentKeySize bytes. */
-  contentRandom(): { random: Uint8Array; cek: Uint8Array } {
-    const random = this.#aes.randomBytes(sealRandomSize)
-    return { random, cek: random.subarray(0, contentKeySize) }
-  }
-
-  /** Seals a block's leaves on the sealing thread: the caller goes on with other work meanwhile. */
-  sealLeaves(time: string, leaves: readonly SealItem[]): Promise<SealOutcome> {
-    return this.#thread.seal(time, leaves)
+  /** A block to seal: its leaves go to the sealing thread as they are added. */
+  sealBlock(time: string): BlockSeal {
+    return new BlockSeal(time, this.#thread, this.#aes)
   }
 
   async close(): Promise<void> {
@@ -206,9 +216,154 @@ export function audience(ledger: Ledger, tx: Transaction): Audience {
 }
 
 /**
- * The thread that seals leaves. One block is sealed at a time (the funnel awaits each before its
- * commit), so at most one job is in flight. A thread that fails or dies fails its job (the funnel
- * reloads and retries the block) and is replaced.
+ * A block's leaves on their way to the sealing thread, a chunk at a time, so that sealing overlaps the
+ * funnel's own work on the block. Each leaf's content key is drawn here: the funnel discloses it to views.
+ */
+export class BlockSeal {
+  readonly #time: string
+  readonly #thread: SealingThread
+  readonly #aes: Aes
+  readonly #sent: Promise<SealOutcome>[] = []
+  #chunk: SealChunk | null
+
+  constructor(time: string, thread: SealingThread, aes: Aes) {
+    this.#time = time
+    this.#thread = thread
+    this.#aes = aes
+    this.#chunk = new SealChunk(aes)
+  }
+
+  /** Adds a leaf; returns the content key it will be sealed with. */
+  add(item: SealItem): Uint8Array {
+    assert(this.#chunk !== null, 'no leaf is added to a block after its end')
+    const cek = this.#chunk.add(item)
+    if (this.#chunk.size === sealChunkLeaves) {
+      this.#send(this.#chunk)
+      this.#chunk = new SealChunk(this.#aes)
+    }
+    return cek
+  }
+
+  /** The block has all its leaves: the last chunk goes to the thread too. */
+  end(): void {
+    if (this.#chunk !== null && this.#chunk.size > 0) this.#send(this.#chunk)
+    this.#chunk = null
+  }
+
+  /** The texts and hashes of every leaf added, in order (after end). */
+  async outcome(): Promise<SealOutcome> {
+    assert(this.#chunk === null, 'a block is sealed after its end')
+    const outcomes = await Promise.all(this.#sent)
+    return {
+      texts: outcomes.flatMap((outcome) => outcome.texts),
+      hashes: concatBytes(...outcomes.map((outcome) => outcome.hashes)),
+    }
+  }
+
+  #send(chunk: SealChunk): void {
+    const sent = this.#thread.seal(chunk.job(this.#time))
+    // Awaited by outcome(); a block abandoned before it must not leave an unhandled failure behind.
+    sent.catch(() => {})
+    this.#sent.push(sent)
+  }
+}
+
+/** Seals a chunk: AES-GCM, the key wraps (those under one KEK together), each leaf's text and its hash. */
+export function sealJob(sealer: Sealer, job: SealJob): SealOutcome {
+  const leaves = sealJobLeaves(job)
+  const envelopes = sealer.sealMany(
+    leaves.map(({ signedText, recipients }, i) => ({
+      plaintext: utf8(signedText),
+      recipients,
+      random: job.random.subarray(sealRandomSize * i, sealRandomSize * (i + 1)),
+    })),
+  )
+  const hashes = new Uint8Array(32 * leaves.length)
+  const texts = envelopes.map(({ jwe }, i) => {
+    const text = encodeSealedLeafText(job.ids[i]!, job.types[i]!, job.time, jwe)
+    hashes.set(leafHash(utf8(text)), 32 * i)
+    return text
+  })
+  return { texts, hashes }
+}
+
+/** The columns of one SealJob, filled leaf by leaf. */
+class SealChunk {
+  readonly #ids: string[] = []
+  readonly #types: TransactionType[] = []
+  readonly #signedTexts: string[] = []
+  readonly #random: Uint8Array
+  readonly #recipients = new Map<EncryptionRecipient, number>()
+  readonly #readers: number[] = []
+  readonly #readerEnds: number[] = []
+
+  constructor(aes: Aes) {
+    // One draw for the whole chunk: each draw is a copy from the random pool, or a system call.
+    this.#random = aes.randomBytes(sealRandomSize * sealChunkLeaves)
+  }
+
+  get size(): number {
+    return this.#ids.length
+  }
+
+  add(item: SealItem): Uint8Array {
+    assert(this.size < sealChunkLeaves, 'a chunk is sent when it is full')
+    const offset = sealRandomSize * this.size
+    this.#ids.push(item.id)
+    this.#types.push(item.type)
+    this.#signedTexts.push(item.signedText)
+    for (const recipient of item.recipients) {
+      let index = this.#recipients.get(recipient)
+      if (index === undefined) {
+        index = this.#recipients.size
+        this.#recipients.set(recipient, index)
+      }
+      this.#readers.push(index)
+    }
+    this.#readerEnds.push(this.#readers.length)
+    return this.#random.subarray(offset, offset + contentKeySize)
+  }
+
+  job(time: string): SealJob {
+    const recipientKeys = new Uint8Array(32 * this.#recipients.size)
+    let offset = 0
+    for (const recipient of this.#recipients.keys()) {
+      recipientKeys.set(recipient.publicKey, offset)
+      offset += 32
+    }
+    return {
+      time,
+      ids: this.#ids,
+      types: this.#types,
+      signedTexts: this.#signedTexts,
+      random: this.#random.subarray(0, sealRandomSize * this.size),
+      recipientKids: [...this.#recipients.keys()].map((recipient) => recipient.kid),
+      recipientKeys,
+      readers: Uint32Array.from(this.#readers),
+      readerEnds: Uint32Array.from(this.#readerEnds),
+    }
+  }
+}
+
+/** The leaves of a job, with the recipients each is sealed for: what the sealing thread reads of it. */
+function sealJobLeaves(job: SealJob): { signedText: string; recipients: EncryptionRecipient[] }[] {
+  const table = job.recipientKids.map((kid, i) => ({
+    kid,
+    publicKey: job.recipientKeys.subarray(32 * i, 32 * (i + 1)),
+  }))
+  let start = 0
+  return job.signedTexts.map((signedText, i) => {
+    const end = job.readerEnds[i]!
+    const recipients = Array.from(job.readers.subarray(start, end), (index) => table[index]!)
+    start = end
+    return { signedText, recipients }
+  })
+}
+
+/**
+ * The thread that seals leaves. A block's chunks queue there in order; the funnel awaits them all before
+ * its commit. A thread that fails or dies fails its jobs (the funnel reloads and retries the block) and is
+ * replaced.
  */
 class SealingThread {
   readonly #jobs: WorkerJobs<SealJob, SealOutcome>
@@ -220,12 +375,12 @@ class SealingThread {
     )
   }
 
-  async seal(time: string, leaves: readonly SealItem[]): Promise<SealOutcome> {
-    const outcome = await this.#jobs.run({ time, leaves }).catch((error: Error) => {
+  async seal(job: SealJob): Promise<SealOutcome> {
+    const outcome = await this.#jobs.run(job).catch((error: Error) => {
       // Whatever the thread met, for the funnel a block it could not seal is its own failure.
       throw new VmError('internal', `sealing failed: ${error.message}`, { status: 500, cause: error })
     })
-    assert(outcome.texts.length === leaves.length, 'the sealing thread seals every leaf it is given')
+    assert(outcome.texts.length === job.ids.length, 'the sealing thread seals every leaf it is given')
     return outcome
   }
 
