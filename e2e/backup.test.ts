@@ -178,6 +178,161 @@ test('a backup taken under load restores into an empty database; audit and verif
   }
 })
 
+test('a restored node takes the blocks committed after its backup from a block browser, then goes on from there', {
+  timeout: 180_000,
+}, async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-backup-'))
+  const restoredDir = mkdtempSync(join(tmpdir(), 'vmoney-restored-'))
+  const followerDir = mkdtempSync(join(tmpdir(), 'vmoney-follower-'))
+  const backupFile = join(dataDir, 'node.backup')
+  let original: Awaited<ReturnType<typeof spawnNode>> | undefined
+  let restored: Awaited<ReturnType<typeof spawnServer>> | undefined
+  let follower: Awaited<ReturnType<typeof spawnBrowser>> | undefined
+  try {
+    // The restored node takes the original's port, so that the browser following it follows it on.
+    const port = await freePort()
+    original = await spawnNode('start', dataDir, port)
+    const world = JSON.parse(readFileSync(join(dataDir, 'demo', 'demo.json'), 'utf8')) as DemoWorld
+    const person = (name: string) => world.persons.find((p) => p.name === name)!
+    const alice = readKeyFile(join(dataDir, 'demo', person('Alice').keyFile))
+    const client = new NodeClient(original.url)
+    const { signingKey } = (await (await fetch(`${original.url}/v1/node`)).json()) as {
+      signingKey: { x: string }
+    }
+    follower = await spawnBrowser([
+      '--data-dir',
+      followerDir,
+      '--follow',
+      `${original.url}=${signingKey.x}`,
+      '--browser-port',
+      String(await freePort()),
+    ])
+    const transfers = async (count: number) => {
+      const signed = await Promise.all(
+        Array.from({ length: count }, () =>
+          client.sign(alice, {
+            type: 'transfer',
+            debit: person('Alice').accounts[0]!,
+            credit: person('Bob').accounts[0]!,
+            amount: '1',
+            asset: world.asset,
+          }),
+        ),
+      )
+      const outcomes = await client.submitAndWait(alice, signed)
+      assert.ok(outcomes.every((outcome) => outcome.status === 'accepted'))
+      return outcomes
+    }
+    await transfers(10)
+    const taken = await runCli([
+      'backup',
+      '--data-dir',
+      dataDir,
+      ...testDatabaseArgs(dataDir),
+      '--out',
+      backupFile,
+    ])
+    assert.equal(taken.code, 0, taken.stderr)
+    // Acknowledged and committed after the backup, in blocks the browser holds.
+    const after = [...(await transfers(15)), ...(await transfers(15))]
+    const head = await headHeight(original.url)
+    await until(async () => (await headHeight(follower!.url)) === head)
+    // The node's database is lost.
+    original.child.kill('SIGKILL')
+    await exited(original.child)
+
+    const restoredArgs = ['--data-dir', dataDir, '--database-url', await createTestDatabase(restoredDir)]
+    const put = await runCli([
+      'restore',
+      ...restoredArgs,
+      '--in',
+      backupFile,
+      '--browser',
+      follower.url,
+      '--json',
+    ])
+    assert.equal(put.code, 0, put.stdout + put.stderr)
+    const { replays } = JSON.parse(put.stdout) as { replays: { blocks: number; height: number }[] }
+    assert.equal(replays.length, 1)
+    assert.ok(replays[0]!.blocks >= 2, 'the blocks after the backup were replayed')
+    assert.equal(replays[0]!.height, head)
+    const audited = await runCli(['audit', ...restoredArgs])
+    assert.equal(audited.code, 0, audited.stdout + audited.stderr)
+    // Every transfer acknowledged after the backup is accepted in the restored node, in its block.
+    const database = await openDatabase(restoredArgs[3]!)
+    const pooled = await database.db
+      .selectFrom('pool')
+      .select(['id', 'status', 'block_height'])
+      .where(
+        'id',
+        'in',
+        after.map((outcome) => outcome.id),
+      )
+      .execute()
+    await database.close()
+    assert.deepEqual(
+      new Map(pooled.map((row) => [row.id, [row.status, row.block_height]])),
+      new Map(after.map((outcome) => [outcome.id, ['accepted', outcome.blockHeight]])),
+    )
+    const again = await runCli(['replay', ...restoredArgs, '--browser', follower.url, '--json'])
+    assert.equal(again.code, 0, again.stderr)
+    assert.equal((JSON.parse(again.stdout) as { replays: { blocks: number }[] }).replays[0]!.blocks, 0)
+
+    // The restored node's next blocks extend the browser's log: accepted, no alarm.
+    restored = await spawnNodeOn([...restoredArgs, '--publish-to', follower.url], port)
+    const busy = await runCli(['replay', ...restoredArgs, '--browser', follower.url])
+    assert.equal(busy.code, 2, 'no replay into a running node')
+    assert.match(busy.stderr, /funnel_running/)
+    const later = new NodeClient(restored.url)
+    const signed = await later.sign(alice, {
+      type: 'transfer',
+      debit: person('Alice').accounts[0]!,
+      credit: person('Bob').accounts[0]!,
+      amount: '1',
+      asset: world.asset,
+    })
+    const [outcome] = await later.submitAndWait(alice, [signed])
+    assert.equal(outcome!.status, 'accepted')
+    assert.ok(outcome!.blockHeight! > head)
+    await until(async () => (await headHeight(follower!.url)) === outcome!.blockHeight)
+    const { alarms } = (await (await fetch(`${follower.url}/v1/alarms`)).json()) as { alarms: unknown[] }
+    assert.deepEqual(alarms, [])
+    const verified = await runCli([
+      'verify',
+      '--node',
+      restored.url,
+      '--browser',
+      follower.url,
+      '--state',
+      join(restoredDir, 'verify.json'),
+      '--full',
+    ])
+    assert.equal(verified.code, 0, verified.stdout + verified.stderr)
+  } finally {
+    for (const child of [original?.child, restored?.child, follower?.child]) child?.kill('SIGKILL')
+    for (const dir of [dataDir, restoredDir, followerDir]) {
+      await dropTestDatabase(dir)
+      rmSync(dir, { recursive: true, force: true })
+    }
+  }
+})
+
+/** The height of the newest block a node or a browser (of its one node) serves; -1 before any. */
+async function headHeight(url: string): Promise<number> {
+  const answer = await fetch(`${url}/v1/blocks`)
+  if (!answer.ok) return -1
+  return ((await answer.json()) as { header: BlockHeader }).header.height
+}
+
+/** Waits (bounded) until `done` says so. */
+async function until(done: () => Promise<boolean>): Promise<void> {
+  for (let tries = 0; tries < 150; tries++) {
+    if (await done()) return
+    await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  assert.fail('timed out waiting')
+}
+
 /** `vmoney node` on an explicit database (spawnNode would give it the data directory's own). */
 function spawnNodeOn(args: readonly string[], port: number) {
   return spawnServer(['node', ...args, '--port', String(port), '--log-level', 'warn'], 'node')

@@ -4,12 +4,13 @@ import type { Command } from 'commander'
 import { type RunningBrowser, startBrowser } from '../browser/browser.js'
 import { audit } from '../node/audit.js'
 import { type BackupSummary, backup, restore } from '../node/backup.js'
+import { type ReplaySummary, replayFromBrowser } from '../node/chain/replay.js'
 import type { SettingName } from '../node/config.js'
 import { seedDemo } from '../node/demo.js'
 import { loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
 import { createLogger } from '../node/logger.js'
 import { startNode } from '../node/node.js'
-import { openDatabase } from '../node/storage/database.js'
+import { type NodeDatabase, openDatabase } from '../node/storage/database.js'
 import { CliExit, exitCodes, print } from './output.js'
 import { configFrom, withSettings } from './settings.js'
 
@@ -76,6 +77,53 @@ async function runNode(options: Record<string, string | undefined>, everything: 
   }
   process.once('SIGINT', () => void shutdown('SIGINT'))
   process.once('SIGTERM', () => void shutdown('SIGTERM'))
+}
+
+/** Commander's collector for a repeatable option. */
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value]
+}
+
+function browserUrls(urls: readonly string[]): string[] {
+  return urls.map((url) => {
+    if (!URL.canParse(url) || !/^https?:$/.test(new URL(url).protocol))
+      throw new CliExit(exitCodes.usage, `--browser takes an http(s) URL, not ${JSON.stringify(url)}`)
+    return url
+  })
+}
+
+/**
+ * Replays from each browser in turn: each holds a prefix of the one history the node signed, so the node
+ * ends at the longest; a browser holding another block at a height the node has is refused. Reports each
+ * on stdout as it goes, unless the caller prints them as JSON.
+ */
+async function replayAll(
+  database: NodeDatabase,
+  config: ReturnType<typeof configFrom>,
+  browsers: readonly string[],
+  json: boolean,
+): Promise<ReplaySummary[]> {
+  if (browsers.length === 0) return []
+  const { identity } = await loadOrCreateIdentity(
+    database.db,
+    loadMasterKey(config.masterKey, config.dataDir, false),
+  )
+  const summaries: ReplaySummary[] = []
+  for (const browser of browsers) {
+    const progress = process.stderr.isTTY
+      ? (done: number, total: number) => process.stderr.write(`\rreplay: block ${done}/${total}`)
+      : undefined
+    const summary = await replayFromBrowser(database.db, identity, browser, progress)
+    if (progress !== undefined && summary.blocks > 0) process.stderr.write('\n')
+    summaries.push(summary)
+    if (!json)
+      print(false, summary, () =>
+        summary.blocks === 0
+          ? `${browser} holds nothing beyond the node's block ${summary.height}`
+          : `replayed ${summary.blocks} blocks (${summary.leaves} leaves) from ${browser}: the node's head is block ${summary.height}`,
+      )
+  }
+  return summaries
 }
 
 function describeRows(summary: BackupSummary): string {
@@ -170,20 +218,64 @@ export function registerNodeCommands(program: Command): void {
         'restore a backup into an empty node database (any dialect), checked whole before anything is written',
       )
       .requiredOption('--in <file>', 'the backup file')
+      .option(
+        '--browser <url>',
+        'then take from this block browser the blocks committed after the backup (repeatable)',
+        collect,
+        [],
+      )
       .option('--json', 'print the summary as JSON'),
-    ['dataDir', 'databaseUrl', 'databaseWaitMs'],
+    ['dataDir', 'databaseUrl', 'databaseWaitMs', 'masterKey'],
   ).action(async (options) => {
     const config = configFrom(options)
     const file = resolve(options.in as string)
     if (!existsSync(file)) throw new CliExit(exitCodes.usage, `${file} does not exist`)
+    const browsers = browserUrls(options.browser as string[])
     const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
     try {
+      const json = options.json === true
       const summary = await restore(database, file)
-      print(
-        options.json === true,
-        summary,
-        () => `restored into ${database.url}: ${describeRows(summary)}; run vmoney audit to check it`,
+      if (!json)
+        print(
+          false,
+          summary,
+          () =>
+            `restored into ${database.url}: ${describeRows(summary)}` +
+            (browsers.length === 0
+              ? '; run vmoney replay to take the blocks committed after the backup from the block browsers, then vmoney audit'
+              : ''),
+        )
+      const replays = await replayAll(database, config, browsers, json)
+      if (json) print(true, { ...summary, replays }, () => '')
+    } finally {
+      await database.close()
+    }
+  })
+
+  withSettings(
+    program
+      .command('replay')
+      .description(
+        "take from block browsers the blocks they hold beyond the node's head (what a restored node lacks); the node must be stopped",
       )
+      .option(
+        '--browser <url>',
+        'a block browser to replay from (repeatable; default: the browsers the node publishes to)',
+        collect,
+        [],
+      )
+      .option('--json', 'print the summaries as JSON'),
+    ['dataDir', 'databaseUrl', 'databaseWaitMs', 'masterKey', 'publishTo'],
+  ).action(async (options) => {
+    const config = configFrom(options)
+    const given = browserUrls(options.browser as string[])
+    const browsers = given.length > 0 ? given : config.publishTo
+    if (browsers.length === 0)
+      throw new CliExit(exitCodes.usage, 'name a block browser: --browser <url>, or VMONEY_PUBLISH_TO')
+    const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
+    try {
+      const replays = await replayAll(database, config, browsers, options.json === true)
+      if (options.json === true) print(true, { replays }, () => '')
     } finally {
       await database.close()
     }

@@ -34,6 +34,9 @@ export function exitCodeOf(error: unknown): { code: number; message: string } {
     if (error.code === 'node_unreachable') return { code: exitCodes.unreachable, message: error.message }
     if (error.code === 'database_unreachable')
       return { code: exitCodes.unreachable, message: `${error.code}: ${error.message}` }
+    // A block the browser holds that does not extend the node's chain is a failed check.
+    if (error.code === 'replay_refused')
+      return { code: exitCodes.checkFailed, message: `${error.code}: ${error.message}` }
     if (error.code === 'database_refused' || error.code === 'database_url_unsupported')
       return { code: exitCodes.usage, message: `${error.code}: ${error.message}` }
     if (error.status >= 400 && error.status < 500 && error.detail?.['requestId'] !== undefined) {

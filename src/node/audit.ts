@@ -152,7 +152,8 @@ function compareAccount(log: Readonly<AccountRecord>, database: AccountRecord): 
   return out
 }
 
-function signatureValid(
+/** Whether a transaction carries a valid signature of its signer (the node, or a key the ledger holds). */
+export function signatureValid(
   ledger: Ledger,
   signed: SignedTransaction,
   nodeId: string,
