@@ -8,6 +8,7 @@ import { readKeyFile } from '../src/client/key-file.js'
 import type { DemoWorld } from '../src/node/demo.js'
 import { openDatabase } from '../src/node/storage/database.js'
 import type { BlockHeader } from '../src/protocol/block.js'
+import { newId } from '../src/protocol/transaction.js'
 import { createTestDatabase, dropTestDatabase, testDatabaseArgs } from '../src/testing/databases.js'
 import {
   exited,
@@ -188,8 +189,9 @@ test('a restored node takes the blocks committed after its backup from a block b
   let original: Awaited<ReturnType<typeof spawnNode>> | undefined
   let restored: Awaited<ReturnType<typeof spawnServer>> | undefined
   let follower: Awaited<ReturnType<typeof spawnBrowser>> | undefined
+  const others: Awaited<ReturnType<typeof spawnServer>>[] = []
   try {
-    // The restored node takes the original's port, so that the browser following it follows it on.
+    // Every node here takes the original's port, so that the browser following it follows it on.
     const port = await freePort()
     original = await spawnNode('start', dataDir, port)
     const world = JSON.parse(readFileSync(join(dataDir, 'demo', 'demo.json'), 'utf8')) as DemoWorld
@@ -224,22 +226,45 @@ test('a restored node takes the blocks committed after its backup from a block b
       return outcomes
     }
     await transfers(10)
-    const taken = await runCli([
-      'backup',
-      '--data-dir',
-      dataDir,
-      ...testDatabaseArgs(dataDir),
-      '--out',
-      backupFile,
-    ])
+    // An api-only node pools what it is sent and decides nothing: the backup holds two pending transfers.
+    original.child.kill('SIGTERM')
+    await exited(original.child)
+    const nodeArgs = ['--data-dir', dataDir, ...testDatabaseArgs(dataDir)]
+    const apiOnly = await spawnNodeOn([...nodeArgs, '--role', 'api'], port)
+    others.push(apiOnly)
+    const transfer = (credit: string) =>
+      client.sign(alice, {
+        type: 'transfer',
+        debit: person('Alice').accounts[0]!,
+        credit,
+        amount: '1',
+        asset: world.asset,
+      })
+    const good = await transfer(person('Bob').accounts[0]!)
+    // To an account that does not exist: the funnel refuses it.
+    const bad = await transfer(newId())
+    const pooled = await client.submit([good, bad])
+    assert.deepEqual(
+      pooled.map((outcome) => outcome.status),
+      ['pending', 'pending'],
+    )
+    const taken = await runCli(['backup', ...nodeArgs, '--out', backupFile])
     assert.equal(taken.code, 0, taken.stderr)
-    // Acknowledged and committed after the backup, in blocks the browser holds.
-    const after = [...(await transfers(15)), ...(await transfers(15))]
-    const head = await headHeight(original.url)
+    apiOnly.child.kill('SIGTERM')
+    await exited(apiOnly.child)
+
+    // The whole node decides them, and goes on, after the backup; the browser holds every block.
+    const sequencer = await spawnNodeOn(nodeArgs, port)
+    others.push(sequencer)
+    const [goodOutcome, badOutcome] = await client.awaitFinal(alice, pooled, Date.now() + 30_000)
+    assert.equal(goodOutcome!.status, 'accepted')
+    assert.equal(badOutcome!.status, 'rejected')
+    const after = [goodOutcome!, ...(await transfers(15)), ...(await transfers(15))]
+    const head = await headHeight(sequencer.url)
     await until(async () => (await headHeight(follower!.url)) === head)
     // The node's database is lost.
-    original.child.kill('SIGKILL')
-    await exited(original.child)
+    sequencer.child.kill('SIGKILL')
+    await exited(sequencer.child)
 
     const restoredArgs = ['--data-dir', dataDir, '--database-url', await createTestDatabase(restoredDir)]
     const put = await runCli([
@@ -252,31 +277,67 @@ test('a restored node takes the blocks committed after its backup from a block b
       '--json',
     ])
     assert.equal(put.code, 0, put.stdout + put.stderr)
-    const { replays } = JSON.parse(put.stdout) as { replays: { blocks: number; height: number }[] }
+    const { replays, undecidedRefused } = JSON.parse(put.stdout) as {
+      replays: { blocks: number; height: number }[]
+      undecidedRefused: number
+    }
     assert.equal(replays.length, 1)
-    assert.ok(replays[0]!.blocks >= 2, 'the blocks after the backup were replayed')
+    assert.ok(replays[0]!.blocks >= 3, 'the blocks after the backup were replayed')
     assert.equal(replays[0]!.height, head)
+    // The refused transfer is not decided again: it might be accepted this time.
+    assert.equal(undecidedRefused, 1)
     const audited = await runCli(['audit', ...restoredArgs])
     assert.equal(audited.code, 0, audited.stdout + audited.stderr)
-    // Every transfer acknowledged after the backup is accepted in the restored node, in its block.
+    // Every transfer accepted after the backup (one of them pending in it) is accepted, in its block.
     const database = await openDatabase(restoredArgs[3]!)
-    const pooled = await database.db
+    const rows = await database.db
       .selectFrom('pool')
-      .select(['id', 'status', 'block_height'])
-      .where(
-        'id',
-        'in',
-        after.map((outcome) => outcome.id),
-      )
+      .select(['id', 'status', 'code_name', 'block_height'])
+      .where('id', 'in', [...after.map((outcome) => outcome.id), bad.tx.id])
       .execute()
     await database.close()
     assert.deepEqual(
-      new Map(pooled.map((row) => [row.id, [row.status, row.block_height]])),
-      new Map(after.map((outcome) => [outcome.id, ['accepted', outcome.blockHeight]])),
+      new Map<string, unknown[]>(rows.map((row) => [row.id, [row.status, row.code_name, row.block_height]])),
+      new Map<string, unknown[]>([
+        ...after.map((outcome): [string, unknown[]] => [outcome.id, ['accepted', 'ok', outcome.blockHeight]]),
+        [bad.tx.id, ['rejected', 'undecided_at_restore', null]],
+      ]),
     )
     const again = await runCli(['replay', ...restoredArgs, '--browser', follower.url, '--json'])
     assert.equal(again.code, 0, again.stderr)
     assert.equal((JSON.parse(again.stdout) as { replays: { blocks: number }[] }).replays[0]!.blocks, 0)
+
+    // A node whose chain is not the browser's is refused, and nothing is written into it.
+    const forkedDir = mkdtempSync(join(tmpdir(), 'vmoney-forked-'))
+    try {
+      const forkedArgs = ['--data-dir', dataDir, '--database-url', await createTestDatabase(forkedDir)]
+      assert.equal((await runCli(['restore', ...forkedArgs, '--in', backupFile])).code, 0)
+      const forked = await openDatabase(forkedArgs[3]!)
+      const top = await forked.db
+        .selectFrom('chain_blocks')
+        .select(['height', 'header'])
+        .orderBy('height', 'desc')
+        .limit(1)
+        .executeTakeFirstOrThrow()
+      const header = JSON.parse(top.header) as BlockHeader
+      await forked.db
+        .updateTable('chain_blocks')
+        .set({ header: JSON.stringify({ ...header, time: '2000-01-01T00:00:00.000Z' }) })
+        .where('height', '=', top.height)
+        .execute()
+      const poolBefore = await forked.db.selectFrom('pool').select(['id', 'status']).orderBy('seq').execute()
+      const refusedReplay = await runCli(['replay', ...forkedArgs, '--browser', follower.url])
+      assert.equal(refusedReplay.code, 1, refusedReplay.stdout + refusedReplay.stderr)
+      assert.match(refusedReplay.stderr, /replay_refused: .*two histories/)
+      const heights = await forked.db.selectFrom('chain_blocks').select('height').execute()
+      const poolAfter = await forked.db.selectFrom('pool').select(['id', 'status']).orderBy('seq').execute()
+      await forked.close()
+      assert.equal(Math.max(...heights.map((row) => row.height)), top.height)
+      assert.deepEqual(poolAfter, poolBefore)
+    } finally {
+      await dropTestDatabase(forkedDir)
+      rmSync(forkedDir, { recursive: true, force: true })
+    }
 
     // The restored node's next blocks extend the browser's log: accepted, no alarm.
     restored = await spawnNodeOn([...restoredArgs, '--publish-to', follower.url], port)
@@ -309,7 +370,8 @@ test('a restored node takes the blocks committed after its backup from a block b
     ])
     assert.equal(verified.code, 0, verified.stdout + verified.stderr)
   } finally {
-    for (const child of [original?.child, restored?.child, follower?.child]) child?.kill('SIGKILL')
+    for (const child of [original?.child, restored?.child, follower?.child, ...others.map((o) => o.child)])
+      child?.kill('SIGKILL')
     for (const dir of [dataDir, restoredDir, followerDir]) {
       await dropTestDatabase(dir)
       rmSync(dir, { recursive: true, force: true })

@@ -4,14 +4,15 @@ import type { Command } from 'commander'
 import { type RunningBrowser, startBrowser } from '../browser/browser.js'
 import { audit } from '../node/audit.js'
 import { type BackupSummary, backup, restore } from '../node/backup.js'
-import { type ReplaySummary, replayFromBrowser } from '../node/chain/replay.js'
+import { type ReplaySummary, refuseUndecided, replayFromBrowser } from '../node/chain/replay.js'
 import type { SettingName } from '../node/config.js'
 import { seedDemo } from '../node/demo.js'
-import { loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
+import { hasIdentity, loadMasterKey, loadOrCreateIdentity } from '../node/identity.js'
 import { createLogger } from '../node/logger.js'
 import { startNode } from '../node/node.js'
 import { type NodeDatabase, openDatabase } from '../node/storage/database.js'
-import { CliExit, exitCodes, print } from './output.js'
+import { VmError } from '../protocol/errors.js'
+import { CliExit, exitCodeOf, exitCodes, print } from './output.js'
 import { configFrom, withSettings } from './settings.js'
 
 const serverSettings: SettingName[] = [
@@ -93,27 +94,38 @@ function browserUrls(urls: readonly string[]): string[] {
 }
 
 /**
- * Replays from each browser in turn: each holds a prefix of the one history the node signed, so the node
- * ends at the longest; a browser holding another block at a height the node has is refused. Reports each
- * on stdout as it goes, unless the caller prints them as JSON.
+ * Replays from each browser in turn into `summaries`: each holds a prefix of the one history the node
+ * signed, so the node ends at the longest; a browser holding another history is refused at once. A
+ * browser that cannot be reached is passed by, unless none could be. Reports each on stdout as it goes,
+ * unless the caller prints them as JSON.
  */
 async function replayAll(
   database: NodeDatabase,
   config: ReturnType<typeof configFrom>,
   browsers: readonly string[],
   json: boolean,
-): Promise<ReplaySummary[]> {
-  if (browsers.length === 0) return []
+  summaries: ReplaySummary[],
+): Promise<void> {
+  if (!(await hasIdentity(database.db)))
+    throw new CliExit(exitCodes.usage, 'this database holds no node: restore a backup into it first')
   const { identity } = await loadOrCreateIdentity(
     database.db,
     loadMasterKey(config.masterKey, config.dataDir, false),
   )
-  const summaries: ReplaySummary[] = []
+  let unreachable: unknown = null
   for (const browser of browsers) {
     const progress = process.stderr.isTTY
       ? (done: number, total: number) => process.stderr.write(`\rreplay: block ${done}/${total}`)
       : undefined
-    const summary = await replayFromBrowser(database.db, identity, browser, progress)
+    let summary: ReplaySummary
+    try {
+      summary = await replayFromBrowser(database.db, identity, browser, progress)
+    } catch (error) {
+      if (!(error instanceof VmError && error.code === 'server_unreachable')) throw error
+      process.stderr.write(`replay: ${error.message}; going on with the next browser\n`)
+      unreachable = error
+      continue
+    }
     if (progress !== undefined && summary.blocks > 0) process.stderr.write('\n')
     summaries.push(summary)
     if (!json)
@@ -123,7 +135,7 @@ async function replayAll(
           : `replayed ${summary.blocks} blocks (${summary.leaves} leaves) from ${browser}: the node's head is block ${summary.height}`,
       )
   }
-  return summaries
+  if (summaries.length === 0) throw unreachable
 }
 
 function describeRows(summary: BackupSummary): string {
@@ -242,11 +254,29 @@ export function registerNodeCommands(program: Command): void {
           () =>
             `restored into ${database.url}: ${describeRows(summary)}` +
             (browsers.length === 0
-              ? '; run vmoney replay to take the blocks committed after the backup from the block browsers, then vmoney audit'
+              ? '; without --browser, transactions pending in the backup are decided again when the node starts'
               : ''),
         )
-      const replays = await replayAll(database, config, browsers, json)
-      if (json) print(true, { ...summary, replays }, () => '')
+      if (browsers.length === 0) {
+        if (json) print(true, summary, () => '')
+        return
+      }
+      const replays: ReplaySummary[] = []
+      try {
+        await replayAll(database, config, browsers, json, replays)
+      } catch (error) {
+        if (json) print(true, { ...summary, replays }, () => '')
+        throw new CliExit(
+          exitCodeOf(error).code,
+          `the backup is restored, but the replay failed (${exitCodeOf(error).message}); vmoney replay continues it`,
+        )
+      }
+      const undecidedRefused = await refuseUndecided(database.db)
+      if (json) print(true, { ...summary, replays, undecidedRefused }, () => '')
+      else
+        process.stdout.write(
+          `${undecidedRefused} transactions pending in the backup and in no replayed block were refused (undecided_at_restore)\n`,
+        )
     } finally {
       await database.close()
     }
@@ -274,7 +304,8 @@ export function registerNodeCommands(program: Command): void {
       throw new CliExit(exitCodes.usage, 'name a block browser: --browser <url>, or VMONEY_PUBLISH_TO')
     const database = await openDatabase(config.databaseUrl, { waitMs: config.databaseWaitMs })
     try {
-      const replays = await replayAll(database, config, browsers, options.json === true)
+      const replays: ReplaySummary[] = []
+      await replayAll(database, config, browsers, options.json === true, replays)
       if (options.json === true) print(true, { replays }, () => '')
     } finally {
       await database.close()

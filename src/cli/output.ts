@@ -31,7 +31,8 @@ export function print(json: boolean, value: unknown, human: () => string): void 
 export function exitCodeOf(error: unknown): { code: number; message: string } {
   if (error instanceof CliExit) return { code: error.exitCode, message: error.message }
   if (error instanceof VmError) {
-    if (error.code === 'node_unreachable') return { code: exitCodes.unreachable, message: error.message }
+    if (error.code === 'node_unreachable' || error.code === 'server_unreachable')
+      return { code: exitCodes.unreachable, message: error.message }
     if (error.code === 'database_unreachable')
       return { code: exitCodes.unreachable, message: `${error.code}: ${error.message}` }
     // A block the browser holds that does not extend the node's chain is a failed check.

@@ -1,5 +1,5 @@
 import type { Kysely } from 'kysely'
-import { type BlockHeader, checkRawBlock, validateRawBlock } from '../protocol/block.js'
+import { type BlockHeader, checkRawBlock, type RawBlock, validateRawBlock } from '../protocol/block.js'
 import { fromBase64Url } from '../protocol/encoding.js'
 import { Opener } from '../protocol/envelope.js'
 import { verify } from '../protocol/keys.js'
@@ -70,51 +70,9 @@ export async function audit(
       find({ kind: 'block', where: `block ${h}`, message: (error as Error).message })
       break
     }
-    const signedLeaves: { index: number; time: string; signed: SignedTransaction }[] = []
-    block.leaves.forEach((bytes, i) => {
-      const index = block.header.firstLeaf + i
-      try {
-        const leaf = decodeLeaf(bytes)
-        const signed = leafTransaction(leaf, { opener: archive })
-        if (signed !== null) signedLeaves.push({ index, time: leafSummary(leaf).time, signed })
-        else if (leaf.v === 2 && leaf.type !== 'disclosure') {
-          find({ kind: 'leaf', where: `block ${h} leaf ${index}`, message: 'not sealed for the archive key' })
-        }
-      } catch (error) {
-        find({ kind: 'leaf', where: `block ${h} leaf ${index}`, message: (error as Error).message })
-      }
-    })
-    for (let start = 0; start < signedLeaves.length; ) {
-      let end = start
-      while (signedLeaves[end]!.signed.tx.linked === true && end + 1 < signedLeaves.length) end++
-      const chain = signedLeaves.slice(start, end + 1)
-      for (const { index, signed } of chain) {
-        if (!signatureValid(ledger, signed, nodeId, nodePublicKey)) {
-          find({
-            kind: 'leaf',
-            where: `block ${h} leaf ${index}`,
-            message: `transaction ${signed.tx.id} has no valid signature`,
-          })
-        }
-      }
-      const codes = ledger.applyChain(
-        chain.map(({ index, time, signed }) => ({
-          signed,
-          context: { time: Date.parse(time), leaf: index },
-        })),
-      )
-      codes.forEach((code, i) => {
-        if (code !== resultCodes.ok) {
-          const { index, signed } = chain[i]!
-          find({
-            kind: 'leaf',
-            where: `block ${h} leaf ${index}`,
-            message: `transaction ${signed.tx.id} does not re-apply: ${resultName(code)}`,
-          })
-        }
-      })
-      start = end + 1
-    }
+    reapplyBlock(ledger, block, archive, identity, (index, message) =>
+      find({ kind: 'leaf', where: `block ${h} leaf ${index}`, message }),
+    )
     leaves += block.leaves.length
     ledger.takeChanges()
     onProgress(h + 1, height + 1)
@@ -139,6 +97,58 @@ export async function audit(
   return { ok: findings.length === 0, blocks: height + 1, leaves, accounts, findings }
 }
 
+/** A transaction of a block, as the archive key opens it. */
+export interface BlockTransaction {
+  readonly index: number
+  readonly time: string
+  readonly signed: SignedTransaction
+}
+
+/**
+ * Opens a block's leaves with the archive key and applies their transactions to `ledger`, linked chains
+ * whole, as the funnel applied them: `find` hears of each leaf that cannot be read, is not sealed for the
+ * archive key, has no valid signature or is not accepted again. Returns the block's transactions.
+ */
+export function reapplyBlock(
+  ledger: Ledger,
+  block: RawBlock,
+  archive: Opener,
+  identity: Pick<NodeIdentity, 'nodeId' | 'signing'>,
+  find: (index: number, message: string) => void,
+): BlockTransaction[] {
+  const transactions: BlockTransaction[] = []
+  block.leaves.forEach((bytes, i) => {
+    const index = block.header.firstLeaf + i
+    try {
+      const leaf = decodeLeaf(bytes)
+      const signed = leafTransaction(leaf, { opener: archive })
+      if (signed !== null) transactions.push({ index, time: leafSummary(leaf).time, signed })
+      else if (leaf.v === 2 && leaf.type !== 'disclosure') find(index, 'not sealed for the archive key')
+    } catch (error) {
+      find(index, (error as Error).message)
+    }
+  })
+  for (let start = 0; start < transactions.length; ) {
+    let end = start
+    while (transactions[end]!.signed.tx.linked === true && end + 1 < transactions.length) end++
+    const chain = transactions.slice(start, end + 1)
+    for (const { index, signed } of chain) {
+      if (!signatureValid(ledger, signed, identity.nodeId, identity.signing.publicKey))
+        find(index, `transaction ${signed.tx.id} has no valid signature`)
+    }
+    const codes = ledger.applyChain(
+      chain.map(({ index, time, signed }) => ({ signed, context: { time: Date.parse(time), leaf: index } })),
+    )
+    codes.forEach((code, i) => {
+      const { index, signed } = chain[i]!
+      if (code !== resultCodes.ok)
+        find(index, `transaction ${signed.tx.id} does not re-apply: ${resultName(code)}`)
+    })
+    start = end + 1
+  }
+  return transactions
+}
+
 function compareAccount(log: Readonly<AccountRecord>, database: AccountRecord): string[] {
   const out: string[] = []
   for (const field of balanceFields) {
@@ -152,8 +162,7 @@ function compareAccount(log: Readonly<AccountRecord>, database: AccountRecord): 
   return out
 }
 
-/** Whether a transaction carries a valid signature of its signer (the node, or a key the ledger holds). */
-export function signatureValid(
+function signatureValid(
   ledger: Ledger,
   signed: SignedTransaction,
   nodeId: string,

@@ -1,22 +1,22 @@
 import type { Kysely } from 'kysely'
-import { checkRawBlock, type RawBlock } from '../../protocol/block.js'
-import { fromBase64, fromUtf8 } from '../../protocol/encoding.js'
+import { checkRawBlock, headerHash, type RawBlock } from '../../protocol/block.js'
+import { bytesEqual, fromBase64, fromUtf8 } from '../../protocol/encoding.js'
 import { Opener } from '../../protocol/envelope.js'
-import { VmError } from '../../protocol/errors.js'
-import { decodeLeaf, leafSummary, leafTransaction } from '../../protocol/leaf.js'
-import type { NodeWrite } from '../../protocol/merkle.js'
-import type { SignedTransaction } from '../../protocol/transaction.js'
+import { assert, VmError } from '../../protocol/errors.js'
+import { decodeLeaf, leafSummary } from '../../protocol/leaf.js'
+import type { Frontier, NodeWrite } from '../../protocol/merkle.js'
 import { LogServer } from '../../verifier/http.js'
-import { signatureValid } from '../audit.js'
-import { FunnelLease, takeoverMsMax } from '../funnel/lease.js'
+import { type BlockTransaction, reapplyBlock } from '../audit.js'
+import { nodeAes } from '../crypto/node-aes.js'
+import { FunnelLease, leaseRenewMs, takeoverMsMax } from '../funnel/lease.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
-import { resultCodes, resultName } from '../ledger/result-codes.js'
+import { resultCodes } from '../ledger/result-codes.js'
 import { Ledger } from '../ledger/state-machine.js'
 import { poolRow, poolTableRow } from '../pool/pool.js'
 import { insertRows } from '../storage/batch-insert.js'
 import type { Database } from '../storage/schema.js'
-import { type LeafWrite, latestBlock, loadFrontier, writeBlock } from './chain-store.js'
+import { blockAt, type LeafWrite, latestBlock, loadFrontier, writeBlock } from './chain-store.js'
 
 export interface ReplaySummary {
   /** The browser replayed from. */
@@ -31,8 +31,8 @@ export interface ReplaySummary {
 /** How long a replay waits for the funnel lease: a funnel that is gone lets it go within this. */
 const leaseWaitMs = takeoverMsMax
 
-function refused(message: string): VmError {
-  return new VmError('replay_refused', message, { status: 409 })
+function refused(message: string, cause?: unknown): VmError {
+  return new VmError('replay_refused', message, { status: 409, cause })
 }
 
 /**
@@ -54,38 +54,69 @@ export async function replayFromBrowser(
   const browser = new LogServer('browser', browserUrl).scoped(nodeId)
   const lease = new FunnelLease(db)
   const deadline = Date.now() + leaseWaitMs
+  let leaseError: unknown = null
   const epoch = await lease.acquire(
     () => Date.now() > deadline,
-    () => {},
+    (error) => {
+      leaseError = error
+    },
   )
-  if (epoch === null)
+  if (epoch === null) {
+    if (leaseError !== null) throw leaseError
     throw new VmError(
       'funnel_running',
       'a funnel holds the lease of this database: stop the node before replaying into it',
       { status: 409 },
     )
+  }
+  // Renewed on a timer too, so that a slow browser never lets the lease lapse between two blocks (a
+  // standby funnel would take over and sign blocks of its own at the heights being replayed).
+  let leaseLost: unknown = null
+  const renewal = setInterval(() => {
+    lease.extend(db).catch((error: unknown) => {
+      leaseLost ??= error
+    })
+  }, leaseRenewMs)
   try {
-    const archive = new Opener(identity.encryption.secretKey)
+    const archive = new Opener(identity.encryption.secretKey, { aes: nodeAes })
     const ledger = Ledger.load(nodeId, await loadLedgerSnapshot(db))
     const stored = await latestBlock(db)
     let head = stored?.header ?? null
     let frontier = await loadFrontier(db, head?.logSize ?? 0)
-    const target = (await browser.head()).header.height
+    const published = (await browser.head()).header
+    const target = published.height
+    if (head !== null) {
+      // Node and browser must hold the same block where both have one: else there are two histories.
+      const common = Math.min(head.height, target)
+      const ours = common === head.height ? head : (await blockAt(db, common))!.header
+      const theirs = common === target ? published : (await browser.block(common)).header
+      if (!bytesEqual(headerHash(ours), headerHash(theirs)))
+        throw refused(`the browser holds another block ${common} than this node: two histories`)
+    }
     const first = (head?.height ?? -1) + 1
     let leaves = 0
     for (let height = first; height <= target; height++) {
-      const published = await browser.block(height)
-      const block: RawBlock = { ...published, leaves: published.leaves.map((leaf) => fromBase64(leaf)) }
+      if (leaseLost !== null) throw leaseLost
+      const served = await browser.block(height)
+      const block: RawBlock = { ...served, leaves: served.leaves.map((leaf) => fromBase64(leaf)) }
       const nodes: NodeWrite[] = []
-      // The block must extend the node's own chain exactly, signed by the node's key.
-      const next = checkRawBlock(
-        block,
-        head === null ? null : { header: head, frontier },
-        identity.signing.publicKey,
-        { nodes },
-      )
-      const { writes, transactions } = openLeaves(block, archive)
-      applyBlock(ledger, block, transactions, identity)
+      let next: Frontier
+      let writes: LeafWrite[]
+      try {
+        // The block must extend the node's own chain exactly, signed by the node's key.
+        next = checkRawBlock(
+          block,
+          head === null ? null : { header: head, frontier },
+          identity.signing.publicKey,
+          { nodes },
+        )
+        writes = leafWrites(block)
+      } catch (error) {
+        throw refused(`block ${height}: ${(error as Error).message}`, error)
+      }
+      const transactions = reapplyBlock(ledger, block, archive, identity, (index, message) => {
+        throw refused(`block ${height} leaf ${index}: ${message}`)
+      })
       await db.transaction().execute(async (trx) => {
         await lease.extend(trx)
         await writeLedgerChanges(trx, ledger.takeChanges())
@@ -111,63 +142,39 @@ export async function replayFromBrowser(
       height: head?.height ?? -1,
     }
   } finally {
-    await lease.release()
+    clearInterval(renewal)
+    // A failure to let the lease go must not hide the replay's own outcome: the lease then expires.
+    await lease.release().catch(() => {})
   }
 }
 
-interface ReplayedTransaction {
-  readonly index: number
-  readonly time: string
-  readonly signed: SignedTransaction
-}
-
-/** The leaves as the node stores them, and the transactions they carry (opened with the archive key). */
-function openLeaves(
-  block: RawBlock,
-  archive: Opener,
-): { writes: LeafWrite[]; transactions: ReplayedTransaction[] } {
-  const writes: LeafWrite[] = []
-  const transactions: ReplayedTransaction[] = []
-  block.leaves.forEach((bytes, i) => {
-    const index = block.header.firstLeaf + i
-    const leaf = decodeLeaf(bytes)
-    const summary = leafSummary(leaf)
-    writes.push({ index, transactionId: summary.id, text: fromUtf8(bytes) })
-    const signed = leafTransaction(leaf, { opener: archive })
-    if (signed !== null) transactions.push({ index, time: summary.time, signed })
-    else if (leaf.v === 2 && leaf.type !== 'disclosure')
-      throw refused(`block ${block.header.height} leaf ${index} is not sealed for this node's archive key`)
-  })
-  return { writes, transactions }
-}
-
-/** Applies a block's transactions, linked chains whole, as the funnel did; each must be accepted again. */
-function applyBlock(
-  ledger: Ledger,
-  block: RawBlock,
-  transactions: readonly ReplayedTransaction[],
-  identity: NodeIdentity,
-): void {
-  const where = (index: number) => `block ${block.header.height} leaf ${index}`
-  for (let start = 0; start < transactions.length; ) {
-    let end = start
-    while (transactions[end]!.signed.tx.linked === true && end + 1 < transactions.length) end++
-    const chain = transactions.slice(start, end + 1)
-    for (const { index, signed } of chain) {
-      if (!signatureValid(ledger, signed, identity.nodeId, identity.signing.publicKey))
-        throw refused(`${where(index)}: transaction ${signed.tx.id} has no valid signature`)
-    }
-    const codes = ledger.applyChain(
-      chain.map(({ index, time, signed }) => ({ signed, context: { time: Date.parse(time), leaf: index } })),
-    )
-    codes.forEach((code, i) => {
-      if (code !== resultCodes.ok) {
-        const { index, signed } = chain[i]!
-        throw refused(`${where(index)}: transaction ${signed.tx.id} does not re-apply: ${resultName(code)}`)
-      }
+/**
+ * After a restore and its replay: the transactions still pending were pending at the backup and are in no
+ * block the browsers returned. The node may have refused them since, or accepted them in a block no
+ * browser received; deciding them again could accept what a client was told was refused, so they are
+ * refused (`undecided_at_restore`), and their clients may submit them again. The number refused.
+ */
+export async function refuseUndecided(db: Kysely<Database>): Promise<number> {
+  const refusedRows = await db
+    .updateTable('pool')
+    .set({
+      status: 'rejected',
+      code: resultCodes.undecided_at_restore,
+      code_name: 'undecided_at_restore',
+      decided_at: Date.now(),
     })
-    start = end + 1
-  }
+    .where('status', '=', 'pending')
+    .executeTakeFirst()
+  return Number(refusedRows.numUpdatedRows)
+}
+
+/** The leaves as the node stores them: their texts and the ids of their transactions or disclosures. */
+function leafWrites(block: RawBlock): LeafWrite[] {
+  return block.leaves.map((bytes, i) => ({
+    index: block.header.firstLeaf + i,
+    transactionId: leafSummary(decodeLeaf(bytes)).id,
+    text: fromUtf8(bytes),
+  }))
 }
 
 /**
@@ -176,27 +183,37 @@ function applyBlock(
  */
 async function recordAccepted(
   trx: Kysely<Database>,
-  transactions: readonly ReplayedTransaction[],
+  transactions: readonly BlockTransaction[],
   block: RawBlock,
 ): Promise<void> {
   if (transactions.length === 0) return
   const time = Date.parse(block.header.time)
-  const ids = transactions.map(({ signed }) => signed.tx.id)
-  const held = new Map<string, string>()
-  for (let start = 0; start < ids.length; start += 1_000) {
-    const rows = await trx
+  const rows = transactions.map(({ signed }) => poolRow(signed))
+  const held = new Map<string, { status: string; contentHash: string }>()
+  for (let start = 0; start < rows.length; start += 1_000) {
+    const found = await trx
       .selectFrom('pool')
-      .select(['id', 'status'])
-      .where('id', 'in', ids.slice(start, start + 1_000))
+      .select(['id', 'status', 'content_hash'])
+      .where(
+        'id',
+        'in',
+        rows.slice(start, start + 1_000).map((row) => row.id),
+      )
       .execute()
-    for (const row of rows) held.set(row.id, row.status)
+    for (const row of found) held.set(row.id, { status: row.status, contentHash: row.content_hash })
   }
-  const decided = [...held].find(([, status]) => status !== 'pending')
-  if (decided !== undefined)
-    throw refused(`transaction ${decided[0]} is already ${decided[1]} in this node's pool`)
-  const pending = ids.filter((id) => held.has(id))
+  for (const row of rows) {
+    const pooled = held.get(row.id)
+    if (pooled === undefined) continue
+    if (pooled.status !== 'pending')
+      throw refused(`transaction ${row.id} is already ${pooled.status} in this node's pool`)
+    if (pooled.contentHash !== row.contentHash)
+      throw refused(`transaction ${row.id} is pooled here with other content than the browser's leaf`)
+  }
+  const pending = rows.filter((row) => held.has(row.id)).map((row) => row.id)
   for (let start = 0; start < pending.length; start += 1_000) {
-    await trx
+    const ids = pending.slice(start, start + 1_000)
+    const updated = await trx
       .updateTable('pool')
       .set({
         status: 'accepted',
@@ -205,14 +222,14 @@ async function recordAccepted(
         block_height: block.header.height,
         decided_at: time,
       })
-      .where('id', 'in', pending.slice(start, start + 1_000))
-      .execute()
+      .where('id', 'in', ids)
+      .where('status', '=', 'pending')
+      .executeTakeFirst()
+    assert(Number(updated.numUpdatedRows) === ids.length, 'the pending rows read are decided once')
   }
   await insertRows(
     trx,
     'pool',
-    transactions
-      .filter(({ signed }) => !held.has(signed.tx.id))
-      .map(({ signed }) => poolTableRow(poolRow(signed), time, block.header.height)),
+    rows.filter((row) => !held.has(row.id)).map((row) => poolTableRow(row, time, block.header.height)),
   )
 }

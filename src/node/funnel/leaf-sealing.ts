@@ -224,35 +224,38 @@ export class BlockSeal {
   readonly #thread: SealingThread
   readonly #aes: Aes
   readonly #sent: Promise<SealOutcome>[] = []
-  #chunk: SealChunk | null
+  /** The chunk being filled; made by the first leaf that needs it. */
+  #chunk: SealChunk | null = null
+  #ended = false
 
   constructor(time: string, thread: SealingThread, aes: Aes) {
     this.#time = time
     this.#thread = thread
     this.#aes = aes
-    this.#chunk = new SealChunk(aes)
   }
 
   /** Adds a leaf; returns the content key it will be sealed with. */
   add(item: SealItem): Uint8Array {
-    assert(this.#chunk !== null, 'no leaf is added to a block after its end')
+    assert(!this.#ended, 'no leaf is added to a block after its end')
+    this.#chunk ??= new SealChunk(this.#aes)
     const cek = this.#chunk.add(item)
     if (this.#chunk.size === sealChunkLeaves) {
       this.#send(this.#chunk)
-      this.#chunk = new SealChunk(this.#aes)
+      this.#chunk = null
     }
     return cek
   }
 
   /** The block has all its leaves: the last chunk goes to the thread too. */
   end(): void {
-    if (this.#chunk !== null && this.#chunk.size > 0) this.#send(this.#chunk)
+    if (this.#chunk !== null) this.#send(this.#chunk)
     this.#chunk = null
+    this.#ended = true
   }
 
   /** The texts and hashes of every leaf added, in order (after end). */
   async outcome(): Promise<SealOutcome> {
-    assert(this.#chunk === null, 'a block is sealed after its end')
+    assert(this.#ended, 'a block is sealed after its end')
     const outcomes = await Promise.all(this.#sent)
     return {
       texts: outcomes.flatMap((outcome) => outcome.texts),

@@ -18,6 +18,11 @@ export const resultCodes = {
   linked_event_failed: 1,
   /** The last transaction of the chain has `linked: true`: the chain was never closed, so all of it is refused. */
   linked_event_chain_open: 2,
+  /**
+   * Pending in a backup, and in no block the browsers returned on restore: it may have been refused, or
+   * accepted in a block no browser received, so it is refused rather than decided a second time.
+   */
+  undecided_at_restore: 3,
 
   /** `tx.node` names another node, so the transaction was meant for another ledger (and must not be replayed here). */
   node_mismatch: 10,
