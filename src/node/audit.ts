@@ -3,7 +3,7 @@ import { type BlockHeader, checkRawBlock, type RawBlock, validateRawBlock } from
 import { fromBase64Url } from '../protocol/encoding.js'
 import { Opener } from '../protocol/envelope.js'
 import { verify } from '../protocol/keys.js'
-import { decodeLeaf, leafSummary, leafTransaction } from '../protocol/leaf.js'
+import { decodeLeaf, type Leaf, leafSummary, leafTransaction } from '../protocol/leaf.js'
 import type { Frontier } from '../protocol/merkle.js'
 import { type SignedTransaction, transactionBytes } from '../protocol/transaction.js'
 import { blockAt, latestBlock } from './chain/chain-store.js'
@@ -119,14 +119,17 @@ export function reapplyBlock(
   const transactions: BlockTransaction[] = []
   block.leaves.forEach((bytes, i) => {
     const index = block.header.firstLeaf + i
+    let leaf: Leaf
+    let signed: SignedTransaction | null
     try {
-      const leaf = decodeLeaf(bytes)
-      const signed = leafTransaction(leaf, { opener: archive })
-      if (signed !== null) transactions.push({ index, time: leafSummary(leaf).time, signed })
-      else if (leaf.v === 2 && leaf.type !== 'disclosure') find(index, 'not sealed for the archive key')
+      leaf = decodeLeaf(bytes)
+      signed = leafTransaction(leaf, { opener: archive })
     } catch (error) {
       find(index, (error as Error).message)
+      return
     }
+    if (signed !== null) transactions.push({ index, time: leafSummary(leaf).time, signed })
+    else if (leaf.v === 2 && leaf.type !== 'disclosure') find(index, 'not sealed for the archive key')
   })
   for (let start = 0; start < transactions.length; ) {
     let end = start
