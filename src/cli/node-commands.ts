@@ -247,20 +247,17 @@ export function registerNodeCommands(program: Command): void {
     try {
       const json = options.json === true
       const summary = await restore(database, file)
-      if (!json)
+      const restored = `restored into ${database.url}: ${describeRows(summary)}`
+      if (browsers.length === 0) {
         print(
-          false,
+          json,
           summary,
           () =>
-            `restored into ${database.url}: ${describeRows(summary)}` +
-            (browsers.length === 0
-              ? '; without --browser, transactions pending in the backup are decided again when the node starts'
-              : ''),
+            `${restored}; without --browser, transactions pending in the backup are decided again when the node starts`,
         )
-      if (browsers.length === 0) {
-        if (json) print(true, summary, () => '')
         return
       }
+      if (!json) process.stdout.write(`${restored}\n`)
       const replays: ReplaySummary[] = []
       try {
         await replayAll(database, config, browsers, json, replays)
@@ -272,11 +269,12 @@ export function registerNodeCommands(program: Command): void {
         )
       }
       const undecidedRefused = await refuseUndecided(database.db)
-      if (json) print(true, { ...summary, replays, undecidedRefused }, () => '')
-      else
-        process.stdout.write(
-          `${undecidedRefused} transactions pending in the backup and in no replayed block were refused (undecided_at_restore)\n`,
-        )
+      print(
+        json,
+        { ...summary, replays, undecidedRefused },
+        () =>
+          `${undecidedRefused} transactions pending in the backup and in no replayed block were refused (undecided_at_restore)`,
+      )
     } finally {
       await database.close()
     }
