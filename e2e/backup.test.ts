@@ -307,6 +307,18 @@ test('a restored node takes the blocks committed after its backup from a block b
     assert.equal(again.code, 0, again.stderr)
     assert.equal((JSON.parse(again.stdout) as { replays: { blocks: number }[] }).replays[0]!.blocks, 0)
 
+    // Bad input: a browser that is not a URL, and one that does not answer.
+    const notUrl = await runCli(['replay', ...restoredArgs, '--browser', 'browser.example'])
+    assert.equal(notUrl.code, 2)
+    assert.match(notUrl.stderr, /--browser takes an http\(s\) URL/)
+    const away = await runCli([
+      'replay',
+      ...restoredArgs,
+      '--browser',
+      `http://127.0.0.1:${await freePort()}`,
+    ])
+    assert.equal(away.code, 3, away.stdout + away.stderr)
+
     // A node whose chain is not the browser's is refused, and nothing is written into it.
     const forkedDir = mkdtempSync(join(tmpdir(), 'vmoney-forked-'))
     try {
