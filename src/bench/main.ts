@@ -30,6 +30,12 @@ export const benchBatchSize = 500
 export const benchConcurrency = 16
 export const finalityRatePerS = 1_000
 export const finalityDurationMs = 10_000
+/** Transfers pooled while no funnel runs, then decided by a funnel alone: about 15 full blocks. */
+export const drainTransfers = 60_000
+/** The first of them warm the new funnel process (its compiled code, its page cache): not counted. */
+export const drainWarmUp = 12_000
+const drainTimeoutMs = 120_000
+const drainPollMs = 100
 const verifyMeasureMs = 1_000
 
 interface Result {
@@ -78,24 +84,82 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0
 }
 
-/** Decided transactions per second of funnel step time, read from the node's Prometheus metrics. */
-async function funnelCapacity(url: string): Promise<number> {
+/** What a node's Prometheus metrics say of its funnel: transactions decided, and seconds of funnel steps. */
+async function funnelMetrics(url: string): Promise<{ decided: number; busySeconds: number }> {
   const text = await (await fetch(`${url}/metrics`)).text()
   const value = (pattern: RegExp) => {
     let sum = 0
     for (const match of text.matchAll(pattern)) sum += Number(match[1])
     return sum
   }
-  const decided = value(/^vmoney_transactions_decided_total\{[^}]*\} (\S+)$/gm)
-  const busySeconds = value(/^vmoney_funnel_step_seconds_sum (\S+)$/gm)
-  return Math.round(decided / busySeconds)
+  return {
+    decided: value(/^vmoney_transactions_decided_total\{[^}]*\} (\S+)$/gm),
+    busySeconds: value(/^vmoney_funnel_step_seconds_sum (\S+)$/gm),
+  }
+}
+
+async function stopNode(node: ChildProcess): Promise<void> {
+  node.kill('SIGTERM')
+  await exited(node)
+}
+
+/**
+ * The funnel alone: an api replica pools the transfers while no funnel runs, then a funnel process decides
+ * them with nothing else running, so that its busy time is its own (and its sealing thread's), not time
+ * spent waiting for a core that the clients and the api hold. Decided per second of funnel step time,
+ * after the warm-up.
+ */
+async function measureFunnelAlone(
+  dialect: Dialect,
+  dataDir: string,
+  env: NodeJS.ProcessEnv,
+  drain: readonly SignedTransaction[],
+): Promise<number> {
+  const replica = await spawnNode('node', dataDir, await freePort(), { ...env, VMONEY_ROLE: 'api' }, dialect)
+  try {
+    const client = new NodeClient(replica.url)
+    for (let start = 0; start < drain.length; start += benchBatchSize) {
+      const outcomes = await client.submit(drain.slice(start, start + benchBatchSize))
+      const bad = outcomes.find((o) => o.status !== 'pending')
+      if (bad !== undefined)
+        throw new Error(`transfer ${bad.id} was not pooled: ${bad.status} ${bad.code ?? ''}`)
+    }
+  } finally {
+    await stopNode(replica.child)
+  }
+  const funnel = await spawnNode(
+    'node',
+    dataDir,
+    await freePort(),
+    { ...env, VMONEY_ROLE: 'funnel' },
+    dialect,
+  )
+  try {
+    const deadline = Date.now() + drainTimeoutMs
+    let metrics = await funnelMetrics(funnel.url)
+    let warm: typeof metrics | null = null
+    while (metrics.decided < drain.length) {
+      if (Date.now() > deadline)
+        throw new Error(`the funnel decided ${metrics.decided} of ${drain.length} pooled transfers in time`)
+      await new Promise((resolve) => setTimeout(resolve, drainPollMs))
+      metrics = await funnelMetrics(funnel.url)
+      if (warm === null && metrics.decided >= drainWarmUp) warm = metrics
+    }
+    if (warm === null || warm.decided === metrics.decided)
+      throw new Error('the funnel decided the pooled transfers in too few blocks to measure')
+    return Math.round((metrics.decided - warm.decided) / (metrics.busySeconds - warm.busySeconds))
+  } finally {
+    await stopNode(funnel.child)
+  }
 }
 
 /** What one node under load measured. */
 interface LoadResult {
   readonly transfersPerS: number
-  /** Transactions the funnel decides per second of its own busy time (its capacity, from /metrics). */
+  /** Transactions a funnel alone decides per second of its busy time (its capacity, from /metrics). */
   readonly funnelPerS: number
+  /** The same, of the node's funnel while the clients' load ran on the same machine. */
+  readonly funnelUnderLoadPerS: number
   readonly finalityMs: readonly number[]
 }
 
@@ -112,14 +176,9 @@ async function loadNode(
 ): Promise<LoadResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-bench-'))
   let node: ChildProcess | undefined
+  const env = { VMONEY_LEAF_ENCRYPTION: leafEncryption ? 'on' : 'off' }
   try {
-    const started = await spawnNode(
-      'node',
-      dataDir,
-      await freePort(),
-      { VMONEY_LEAF_ENCRYPTION: leafEncryption ? 'on' : 'off' },
-      dialect,
-    )
+    const started = await spawnNode('node', dataDir, await freePort(), env, dialect)
     node = started.child
     const client = new NodeClient(started.url)
     const { nodeId } = await client.node()
@@ -266,35 +325,42 @@ async function loadNode(
     if (accepted !== benchTransfers)
       throw new Error(`only ${accepted} of ${benchTransfers} transfers were accepted`)
     const transfersPerS = Math.round(benchTransfers / seconds)
-    const funnelPerS = await funnelCapacity(started.url)
-    if (!measureFinality) return { transfersPerS, funnelPerS, finalityMs: [] }
+    const underLoad = await funnelMetrics(started.url)
+    const funnelUnderLoadPerS = Math.round(underLoad.decided / underLoad.busySeconds)
 
-    log(`finality: ${finalityRatePerS} transfers/s offered for ${finalityDurationMs} ms`)
     const latencies: number[] = []
-    const perTick = 10
-    const tickMs = (1000 * perTick) / finalityRatePerS
-    const inFlight: Promise<void>[] = []
-    let sent = 0
-    const finalityStart = performance.now()
-    for (let tick = 0; performance.now() - finalityStart < finalityDurationMs; tick++) {
-      const due = finalityStart + tick * tickMs
-      const delay = due - performance.now()
-      if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
-      const batch = Array.from({ length: perTick }, () => transfer(benchTransfers + sent++))
-      const t0 = performance.now()
-      inFlight.push(
-        client.submitAndWait(customers[0]!.keys, batch, 30_000).then((outcomes) => {
-          const ms = performance.now() - t0
-          for (const outcome of outcomes) if (outcome.status === 'accepted') latencies.push(ms)
-        }),
-      )
+    if (measureFinality) {
+      log(`finality: ${finalityRatePerS} transfers/s offered for ${finalityDurationMs} ms`)
+      const perTick = 10
+      const tickMs = (1000 * perTick) / finalityRatePerS
+      const inFlight: Promise<void>[] = []
+      let sent = 0
+      const finalityStart = performance.now()
+      for (let tick = 0; performance.now() - finalityStart < finalityDurationMs; tick++) {
+        const due = finalityStart + tick * tickMs
+        const delay = due - performance.now()
+        if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+        const batch = Array.from({ length: perTick }, () => transfer(benchTransfers + sent++))
+        const t0 = performance.now()
+        inFlight.push(
+          client.submitAndWait(customers[0]!.keys, batch, 30_000).then((outcomes) => {
+            const ms = performance.now() - t0
+            for (const outcome of outcomes) if (outcome.status === 'accepted') latencies.push(ms)
+          }),
+        )
+      }
+      await Promise.all(inFlight)
+      latencies.sort((a, b) => a - b)
     }
-    await Promise.all(inFlight)
-    latencies.sort((a, b) => a - b)
-    return { transfersPerS, funnelPerS, finalityMs: latencies }
+
+    log(`funnel alone: ${drainTransfers} transfers pooled while no funnel runs, then decided`)
+    const drain = Array.from({ length: drainTransfers }, (_, i) => transfer(2 * benchTransfers + i))
+    await stopNode(node)
+    node = undefined
+    const funnelPerS = await measureFunnelAlone(dialect, dataDir, env, drain)
+    return { transfersPerS, funnelPerS, funnelUnderLoadPerS, finalityMs: latencies }
   } finally {
-    node?.kill('SIGTERM')
-    if (node !== undefined) await exited(node)
+    if (node !== undefined) await stopNode(node)
     await dropTestDatabase(dataDir, dialect)
     rmSync(dataDir, { recursive: true, force: true })
   }
@@ -351,6 +417,21 @@ async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
     name: 'funnel_encryption_cost_pct',
     value: Number((100 * (1 - sealed.funnelPerS / plain.funnelPerS)).toFixed(1)),
     unit: "% of the funnel's capacity",
+  })
+  results.push({
+    name: 'funnel_capacity_under_load_per_s',
+    value: plain.funnelUnderLoadPerS,
+    unit: 'transactions/s of funnel time',
+  })
+  results.push({
+    name: 'funnel_capacity_under_load_per_s_encrypted',
+    value: sealed.funnelUnderLoadPerS,
+    unit: 'transactions/s of funnel time',
+  })
+  results.push({
+    name: 'funnel_encryption_cost_under_load_pct',
+    value: Number((100 * (1 - sealed.funnelUnderLoadPerS / plain.funnelUnderLoadPerS)).toFixed(1)),
+    unit: "% of the funnel's capacity beside the clients",
   })
   results.push({
     name: 'finality_ms_p50',
