@@ -84,8 +84,10 @@ function percentile(sorted: readonly number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0
 }
 
-/** What a node's Prometheus metrics say of its funnel: transactions decided, and seconds of funnel steps. */
-async function funnelMetrics(url: string): Promise<{ decided: number; busySeconds: number }> {
+/** What a node's Prometheus metrics say of its funnel: transactions decided (and accepted), seconds of steps. */
+async function funnelMetrics(
+  url: string,
+): Promise<{ decided: number; accepted: number; busySeconds: number }> {
   const text = await (await fetch(`${url}/metrics`)).text()
   const value = (pattern: RegExp) => {
     let sum = 0
@@ -94,6 +96,7 @@ async function funnelMetrics(url: string): Promise<{ decided: number; busySecond
   }
   return {
     decided: value(/^vmoney_transactions_decided_total\{[^}]*\} (\S+)$/gm),
+    accepted: value(/^vmoney_transactions_decided_total\{result="accepted"\} (\S+)$/gm),
     busySeconds: value(/^vmoney_funnel_step_seconds_sum (\S+)$/gm),
   }
 }
@@ -145,6 +148,9 @@ async function measureFunnelAlone(
       metrics = await funnelMetrics(funnel.url)
       if (warm === null && metrics.decided >= drainWarmUp) warm = metrics
     }
+    // A funnel that refused them would be measured refusing: every pooled transfer must be accepted.
+    if (metrics.accepted !== drain.length)
+      throw new Error(`the funnel accepted ${metrics.accepted} of ${drain.length} pooled transfers`)
     if (warm === null || warm.decided === metrics.decided)
       throw new Error('the funnel decided the pooled transfers in too few blocks to measure')
     return Math.round((metrics.decided - warm.decided) / (metrics.busySeconds - warm.busySeconds))
@@ -388,7 +394,7 @@ export async function runBench(args: readonly string[]): Promise<void> {
   if (json) process.stdout.write(`${JSON.stringify({ database: db, results }, null, 2)}\n`)
   else
     for (const r of results)
-      process.stdout.write(`${r.name.padEnd(34)} ${String(r.value).padStart(10)} ${r.unit}\n`)
+      process.stdout.write(`${r.name.padEnd(44)} ${String(r.value).padStart(10)} ${r.unit}\n`)
 }
 
 async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {

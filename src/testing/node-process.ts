@@ -37,10 +37,11 @@ export async function spawnServer(
   })
   const pattern = new RegExp(`${label}:\\s+(http:\\/\\/\\S+)`)
   const url = await new Promise<string>((resolve, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`vmoney ${args[0]} did not start: ${output}`)),
-      nodeStartTimeoutMs,
-    )
+    const timer = setTimeout(() => {
+      // A process that did not start in time is not left running behind the caller.
+      child.kill('SIGKILL')
+      reject(new Error(`vmoney ${args[0]} did not start: ${output}`))
+    }, nodeStartTimeoutMs)
     child.stdout!.on('data', (chunk: Buffer) => {
       output += chunk.toString()
       const match = pattern.exec(output)
