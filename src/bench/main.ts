@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { Worker } from 'node:worker_threads'
 import { CliExit, exitCodes } from '../cli/output.js'
@@ -144,7 +145,7 @@ async function measureFunnelAlone(
     while (metrics.decided < drain.length) {
       if (Date.now() > deadline)
         throw new Error(`the funnel decided ${metrics.decided} of ${drain.length} pooled transfers in time`)
-      await new Promise((resolve) => setTimeout(resolve, drainPollMs))
+      await sleep(drainPollMs)
       metrics = await funnelMetrics(funnel.url)
       if (warm === null && metrics.decided >= drainWarmUp) warm = metrics
     }
@@ -345,7 +346,7 @@ async function loadNode(
       for (let tick = 0; performance.now() - finalityStart < finalityDurationMs; tick++) {
         const due = finalityStart + tick * tickMs
         const delay = due - performance.now()
-        if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay))
+        if (delay > 0) await sleep(delay)
         const batch = Array.from({ length: perTick }, () => transfer(benchTransfers + sent++))
         const t0 = performance.now()
         inFlight.push(
@@ -400,45 +401,41 @@ export async function runBench(args: readonly string[]): Promise<void> {
 async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
   log(`node with public leaves (leaf encryption off), on ${dialect}`)
   const plain = await loadNode(dialect, false, false)
-  results.push({ name: 'signed_transfers_per_s', value: plain.transfersPerS, unit: 'transfers/s' })
   log(`node with sealed leaves (the default), on ${dialect}`)
   const sealed = await loadNode(dialect, true, true)
-  results.push({ name: 'signed_transfers_per_s_encrypted', value: sealed.transfersPerS, unit: 'transfers/s' })
-  results.push({
-    name: 'encryption_cost_pct',
-    value: Number((100 * (1 - sealed.transfersPerS / plain.transfersPerS)).toFixed(1)),
-    unit: '% of end-to-end throughput',
-  })
-  results.push({
-    name: 'funnel_capacity_per_s',
-    value: plain.funnelPerS,
-    unit: 'transactions/s of funnel time',
-  })
-  results.push({
-    name: 'funnel_capacity_per_s_encrypted',
-    value: sealed.funnelPerS,
-    unit: 'transactions/s of funnel time',
-  })
-  results.push({
-    name: 'funnel_encryption_cost_pct',
-    value: Number((100 * (1 - sealed.funnelPerS / plain.funnelPerS)).toFixed(1)),
-    unit: "% of the funnel's capacity",
-  })
-  results.push({
-    name: 'funnel_capacity_under_load_per_s',
-    value: plain.funnelUnderLoadPerS,
-    unit: 'transactions/s of funnel time',
-  })
-  results.push({
-    name: 'funnel_capacity_under_load_per_s_encrypted',
-    value: sealed.funnelUnderLoadPerS,
-    unit: 'transactions/s of funnel time',
-  })
-  results.push({
-    name: 'funnel_encryption_cost_under_load_pct',
-    value: Number((100 * (1 - sealed.funnelUnderLoadPerS / plain.funnelUnderLoadPerS)).toFixed(1)),
-    unit: "% of the funnel's capacity beside the clients",
-  })
+  /** A figure with leaves public and sealed, and what sealing costs of it. */
+  const compare = (
+    name: string,
+    cost: string,
+    pick: (run: LoadResult) => number,
+    unit: string,
+    of: string,
+  ) => {
+    results.push({ name, value: pick(plain), unit })
+    results.push({ name: `${name}_encrypted`, value: pick(sealed), unit })
+    results.push({ name: cost, value: Number((100 * (1 - pick(sealed) / pick(plain))).toFixed(1)), unit: of })
+  }
+  compare(
+    'signed_transfers_per_s',
+    'encryption_cost_pct',
+    (run) => run.transfersPerS,
+    'transfers/s',
+    '% of end-to-end throughput',
+  )
+  compare(
+    'funnel_capacity_per_s',
+    'funnel_encryption_cost_pct',
+    (run) => run.funnelPerS,
+    'transactions/s of funnel time',
+    "% of the funnel's capacity",
+  )
+  compare(
+    'funnel_capacity_under_load_per_s',
+    'funnel_encryption_cost_under_load_pct',
+    (run) => run.funnelUnderLoadPerS,
+    'transactions/s of funnel time',
+    "% of the funnel's capacity beside the clients",
+  )
   results.push({
     name: 'finality_ms_p50',
     value: Number(percentile(sealed.finalityMs, 50).toFixed(1)),
