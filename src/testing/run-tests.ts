@@ -7,6 +7,7 @@
  */
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { createInterface } from 'node:readline'
 import type { Dialect } from '../storage/connect.js'
 import { onTestServer, testMysqlServer, testPostgresServer } from './databases.js'
 
@@ -18,6 +19,9 @@ const serverProbeTimeoutMs = 3_000
  */
 const testConcurrency = 2
 const testTimeoutMs = 600_000
+/** Failed tests repeated at the end of the run (where a shortened log still shows them), each cut short. */
+const failuresShownMax = 20
+const failureLinesMax = 40
 
 function required(): Set<string> {
   const listed = (process.env.VMONEY_TEST_DIALECTS ?? '').split(',').filter((name) => name !== '')
@@ -60,22 +64,44 @@ async function dropLeftovers(dialect: Exclude<Dialect, 'sqlite'>, prefix: string
   })
 }
 
-function runSuite(dialect: Dialect, prefix: string, paths: readonly string[]): Promise<number> {
+interface SuiteOutcome {
+  readonly code: number
+  /** The TAP lines of each failed test: its "not ok" line and the block that says why. */
+  readonly failures: readonly string[][]
+}
+
+function runSuite(dialect: Dialect, prefix: string, paths: readonly string[]): Promise<SuiteOutcome> {
   const child = spawn(
     process.execPath,
     ['--test', `--test-concurrency=${testConcurrency}`, `--test-timeout=${testTimeoutMs}`, ...paths],
     {
-      stdio: 'inherit',
+      stdio: ['inherit', 'pipe', 'inherit'],
       env: { ...process.env, VMONEY_TEST_DIALECT: dialect, VMONEY_TEST_DATABASE_PREFIX: prefix },
     },
   )
-  return new Promise((resolve) => child.once('exit', (code) => resolve(code ?? 1)))
+  child.stdout.pipe(process.stdout)
+  const failures: string[][] = []
+  // A failed test's block ends with "..." at the indentation of its "not ok" line, plus two.
+  let open: { lines: string[]; end: string } | null = null
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    if (open !== null) {
+      if (open.lines.length < failureLinesMax) open.lines.push(line)
+      if (line === open.end) open = null
+      return
+    }
+    const failed = /^(\s*)not ok \d+ - /.exec(line)
+    if (failed === null || failures.length === failuresShownMax) return
+    open = { lines: [line], end: `${failed[1]}  ...` }
+    failures.push(open.lines)
+  })
+  return new Promise((resolve) => child.once('close', (code) => resolve({ code: code ?? 1, failures })))
 }
 
 async function main(): Promise<number> {
   const mustRun = required()
   const paths = process.argv.length > 2 ? process.argv.slice(2) : ['dist/src', 'dist/e2e']
   const summary: string[] = []
+  const failureReports: string[] = []
   let failed = false
   for (const dialect of dialects) {
     const reason = await unavailable(dialect)
@@ -86,11 +112,16 @@ async function main(): Promise<number> {
     }
     process.stdout.write(`\n# the suite on ${dialect}\n`)
     const prefix = `vmoney_test_${randomBytes(4).toString('hex')}_`
-    const code = await runSuite(dialect, prefix, paths)
+    const { code, failures } = await runSuite(dialect, prefix, paths)
     if (dialect !== 'sqlite') await dropLeftovers(dialect, prefix)
     summary.push(`${dialect}: ${code === 0 ? 'passed' : `FAILED (exit code ${code})`}`)
     if (code !== 0) failed = true
+    if (failures.length > 0)
+      failureReports.push(
+        `\n# what failed on ${dialect}\n${failures.map((lines) => lines.join('\n')).join('\n')}\n`,
+      )
   }
+  process.stdout.write(failureReports.join(''))
   process.stdout.write(`\n# dialects\n${summary.map((line) => `# ${line}`).join('\n')}\n`)
   return failed ? 1 : 0
 }
