@@ -6,7 +6,14 @@ import { describe, test } from 'node:test'
 import { VmError } from '../protocol/errors.js'
 import { testDialect, testMysqlServer, testPostgresServer } from '../testing/databases.js'
 import { freePort, runCli } from '../testing/node-process.js'
-import { connect, dialectOf, postgresTarget, redactUrl } from './connect.js'
+import {
+  connect,
+  dialectOf,
+  postgresTarget,
+  redactUrl,
+  sqliteWalBytesMax,
+  sqliteWalCheckpointPages,
+} from './connect.js'
 
 const refusedWith = (code: string) => (error: unknown) => error instanceof VmError && error.code === code
 
@@ -119,4 +126,24 @@ describe(`a ${testDialect} server that refuses the node`, { skip: testDialect ==
       assert.ok(Date.now() - started < 5_000)
     })
   }
+})
+
+describe('an SQLite database', () => {
+  test('is opened durable (WAL synced on every commit), checkpointing and trimming its WAL by the set limits', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-sqlite-'))
+    const { db, sqlite } = await connect(`sqlite:${join(dataDir, 'node.db')}`, {
+      connectionsMax: 1,
+      waitMs: 0,
+    })
+    try {
+      assert.ok(sqlite !== null)
+      assert.equal(sqlite.pragma('journal_mode', { simple: true }), 'wal')
+      assert.equal(sqlite.pragma('synchronous', { simple: true }), 2, 'FULL')
+      assert.equal(sqlite.pragma('wal_autocheckpoint', { simple: true }), sqliteWalCheckpointPages)
+      assert.equal(sqlite.pragma('journal_size_limit', { simple: true }), sqliteWalBytesMax)
+    } finally {
+      await db.destroy()
+      rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
 })
