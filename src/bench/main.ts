@@ -33,6 +33,12 @@ export const finalityRatePerS = 1_000
 export const finalityDurationMs = 10_000
 /** Transfers pooled while no funnel runs, then decided by a funnel alone: about 15 full blocks. */
 export const drainTransfers = 60_000
+/**
+ * Leaf encryption of each funnel-alone round, on one database: public and sealed in turn, ABBA, so that
+ * neither always runs second (on the larger database, after the other's checkpoints). Pairs of adjacent
+ * rounds give the spread of the cost; medians give the figures.
+ */
+export const funnelRounds: readonly boolean[] = [false, true, true, false, false, true]
 /** The first of them warm the new funnel process (its compiled code, its page cache): not counted. */
 export const drainWarmUp = 12_000
 const drainTimeoutMs = 120_000
@@ -79,6 +85,16 @@ async function measureVerifyCeiling(threads: number): Promise<number> {
     ),
   )
   return Math.round(counts.reduce((a, b) => a + b, 0) / (verifyMeasureMs / 1000))
+}
+
+/** What sealing costs, in % of the public figure. */
+const costPct = (publicValue: number, sealedValue: number) =>
+  Number((100 * (1 - sealedValue / publicValue)).toFixed(1))
+
+function median(values: readonly number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid]! : Math.round((sorted[mid - 1]! + sorted[mid]!) / 2)
 }
 
 function percentile(sorted: readonly number[], p: number): number {
@@ -163,23 +179,28 @@ async function measureFunnelAlone(
 /** What one node under load measured. */
 interface LoadResult {
   readonly transfersPerS: number
-  /** Transactions a funnel alone decides per second of its busy time (its capacity, from /metrics). */
-  readonly funnelPerS: number
-  /** The same, of the node's funnel while the clients' load ran on the same machine. */
+  /** Transactions its funnel decided per second of its busy time while the clients' load ran beside it. */
   readonly funnelUnderLoadPerS: number
   readonly finalityMs: readonly number[]
+  /**
+   * Transactions a funnel alone decided per second of its busy time (its capacity, from /metrics), one
+   * per round of `funnelRounds` asked for, in order.
+   */
+  readonly funnelAlonePerS: readonly number[]
 }
 
 const log = (text: string) => process.stderr.write(`bench: ${text}\n`)
 
 /**
  * Starts a node as a real process (leaf encryption on or off), sets up customers, then measures signed
- * transfers per second end to end and, when asked, finality at a fixed offered rate.
+ * transfers per second end to end, when asked finality at a fixed offered rate, then the funnel alone in
+ * the rounds asked for (each with its own leaf encryption).
  */
 async function loadNode(
   dialect: Dialect,
   leafEncryption: boolean,
   measureFinality: boolean,
+  rounds: readonly boolean[],
 ): Promise<LoadResult> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-bench-'))
   let node: ChildProcess | undefined
@@ -360,12 +381,21 @@ async function loadNode(
       latencies.sort((a, b) => a - b)
     }
 
-    log(`funnel alone: ${drainTransfers} transfers pooled while no funnel runs, then decided`)
-    const drain = Array.from({ length: drainTransfers }, (_, i) => transfer(2 * benchTransfers + i))
     await stopNode(node)
     node = undefined
-    const funnelPerS = await measureFunnelAlone(dialect, dataDir, env, drain)
-    return { transfersPerS, funnelPerS, funnelUnderLoadPerS, finalityMs: latencies }
+    const funnelAlonePerS: number[] = []
+    for (const [round, sealed] of rounds.entries()) {
+      log(
+        `funnel alone, round ${round + 1} of ${rounds.length}, leaves ${sealed ? 'sealed' : 'public'}: ${drainTransfers} transfers pooled while no funnel runs, then decided`,
+      )
+      const first = 2 * benchTransfers + round * drainTransfers
+      const drain = Array.from({ length: drainTransfers }, (_, i) => transfer(first + i))
+      const roundEnv = { VMONEY_LEAF_ENCRYPTION: sealed ? 'on' : 'off' }
+      const perS = await measureFunnelAlone(dialect, dataDir, roundEnv, drain)
+      log(`funnel alone, round ${round + 1}: ${perS} transactions/s of funnel time`)
+      funnelAlonePerS.push(perS)
+    }
+    return { transfersPerS, funnelUnderLoadPerS, finalityMs: latencies, funnelAlonePerS }
   } finally {
     if (node !== undefined) await stopNode(node)
     await dropTestDatabase(dataDir, dialect)
@@ -400,9 +430,9 @@ export async function runBench(args: readonly string[]): Promise<void> {
 
 async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
   log(`node with public leaves (leaf encryption off), on ${dialect}`)
-  const plain = await loadNode(dialect, false, false)
+  const plain = await loadNode(dialect, false, false, [])
   log(`node with sealed leaves (the default), on ${dialect}`)
-  const sealed = await loadNode(dialect, true, true)
+  const sealed = await loadNode(dialect, true, true, funnelRounds)
   /** A figure with leaves public and sealed, and what sealing costs of it. */
   const compare = (
     name: string,
@@ -413,7 +443,7 @@ async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
   ) => {
     results.push({ name, value: pick(plain), unit })
     results.push({ name: `${name}_encrypted`, value: pick(sealed), unit })
-    results.push({ name: cost, value: Number((100 * (1 - pick(sealed) / pick(plain))).toFixed(1)), unit: of })
+    results.push({ name: cost, value: costPct(pick(plain), pick(sealed)), unit: of })
   }
   compare(
     'signed_transfers_per_s',
@@ -422,13 +452,37 @@ async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
     'transfers/s',
     '% of end-to-end throughput',
   )
-  compare(
-    'funnel_capacity_per_s',
-    'funnel_encryption_cost_pct',
-    (run) => run.funnelPerS,
-    'transactions/s of funnel time',
-    "% of the funnel's capacity",
-  )
+  const alone = (leaves: boolean) =>
+    median(sealed.funnelAlonePerS.filter((_, round) => funnelRounds[round] === leaves))
+  const alonePublic = alone(false)
+  const aloneSealed = alone(true)
+  results.push({ name: 'funnel_capacity_per_s', value: alonePublic, unit: 'transactions/s of funnel time' })
+  results.push({
+    name: 'funnel_capacity_per_s_encrypted',
+    value: aloneSealed,
+    unit: 'transactions/s of funnel time',
+  })
+  results.push({
+    name: 'funnel_encryption_cost_pct',
+    value: costPct(alonePublic, aloneSealed),
+    unit: `% of the funnel's capacity, medians of ${funnelRounds.length / 2} rounds each`,
+  })
+  // Each pair of adjacent rounds (one public, one sealed) gives one cost: their range is the noise.
+  const pairCosts: number[] = []
+  for (let round = 0; round + 1 < funnelRounds.length; round += 2) {
+    const [a, b] = [sealed.funnelAlonePerS[round]!, sealed.funnelAlonePerS[round + 1]!]
+    pairCosts.push(funnelRounds[round] ? costPct(b, a) : costPct(a, b))
+  }
+  results.push({
+    name: 'funnel_encryption_cost_min_pct',
+    value: Math.min(...pairCosts),
+    unit: "% of the funnel's capacity, lowest of adjacent pairs of rounds",
+  })
+  results.push({
+    name: 'funnel_encryption_cost_max_pct',
+    value: Math.max(...pairCosts),
+    unit: "% of the funnel's capacity, highest of adjacent pairs of rounds",
+  })
   compare(
     'funnel_capacity_under_load_per_s',
     'funnel_encryption_cost_under_load_pct',
