@@ -4,7 +4,13 @@ import fc from 'fast-check'
 import { canonicalize } from './canonical.js'
 import { generateSigningKey, keyId, publicJwk } from './keys.js'
 import { encodeLeafText } from './leaf.js'
-import { encodeSignedTransaction, newId, signTransaction, validateSignedTransaction } from './transaction.js'
+import {
+  encodeSignedTransaction,
+  idPattern,
+  newId,
+  signTransaction,
+  validateSignedTransaction,
+} from './transaction.js'
 
 const key = generateSigningKey()
 const signer = keyId(publicJwk('Ed25519', key.publicKey))
@@ -113,4 +119,16 @@ test('views and read-only keys have their shapes', () => {
   const addKey = (deviceKey: unknown) => ({ ...base, type: 'add_key', person: newId(), key: deviceKey })
   valid(addKey({ signing, use: 'read' }))
   refused(addKey({ signing, use: 'write' }))
+})
+
+test('new ids are valid, unique, and sort by the time they were made', () => {
+  const pattern = new RegExp(idPattern)
+  const made = Array.from({ length: 1000 }, (_, i) => newId(1_790_000_000_000 + i))
+  for (const id of made) assert.match(id, pattern)
+  assert.equal(new Set(made).size, made.length)
+  assert.deepEqual([...made].sort(), made)
+  // Within one millisecond the 80 random bits keep them apart.
+  const sameTime = Array.from({ length: 1000 }, () => newId(1_790_000_000_000))
+  assert.equal(new Set(sameTime).size, sameTime.length)
+  assert.ok(sameTime.every((id) => id.startsWith((1_790_000_000_000).toString(16).padStart(12, '0'))))
 })

@@ -308,13 +308,18 @@ export function deviceKeyId(key: DeviceKey): string {
   return keyId(key.signing as OkpJwk)
 }
 
-/** Random 128-bit id for clients that have no better source (time-ordered ids also work). */
-export function newId(): string {
-  const bytes = new Uint8Array(16)
-  globalThis.crypto.getRandomValues(bytes)
-  let out = ''
-  for (const byte of bytes) out += byte.toString(16).padStart(2, '0')
-  return /^0+$/.test(out) ? newId() : out
+/**
+ * A new 128-bit id: the time in ms (48 bits), then 80 random bits (as UUIDv7 and TigerBeetle's ids do).
+ * Ids made close in time sort close together, so the indexes on them grow at their right edge: a random
+ * id would land on a random page of each index, and once the indexes outgrow the cache every insert
+ * would read and write a page of its own. Any id matching the pattern is accepted all the same.
+ */
+export function newId(now = Date.now()): string {
+  const random = new Uint8Array(10)
+  globalThis.crypto.getRandomValues(random)
+  let out = now.toString(16).padStart(12, '0')
+  for (const byte of random) out += byte.toString(16).padStart(2, '0')
+  return out
 }
 
 export function nowTimestamp(now = Date.now()): string {
