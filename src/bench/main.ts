@@ -11,6 +11,7 @@ import { CliExit, exitCodes } from '../cli/output.js'
 import { encodeSubmission, NodeClient } from '../client/client.js'
 import { type DeviceKeys, newKeyFile, openKeyFile, readKeyFile } from '../client/key-file.js'
 import { toBase64Url } from '../protocol/encoding.js'
+import { assert } from '../protocol/errors.js'
 import {
   newId,
   nowTimestamp,
@@ -462,6 +463,7 @@ async function benchNodes(dialect: Dialect, results: Result[]): Promise<void> {
   })
   const pairCosts: number[] = []
   for (let round = 0; round + 1 < funnelRounds.length; round += 2) {
+    assert(funnelRounds[round] !== funnelRounds[round + 1], 'each pair of rounds is one public, one sealed')
     const [a, b] = [sealed.funnelAlonePerS[round]!, sealed.funnelAlonePerS[round + 1]!]
     pairCosts.push(funnelRounds[round] ? costPct(b, a) : costPct(a, b))
   }
