@@ -132,3 +132,8 @@ test('new ids are valid, unique, and sort by the time they were made', () => {
   assert.equal(new Set(sameTime).size, sameTime.length)
   assert.ok(sameTime.every((id) => id.startsWith((1_790_000_000_000).toString(16).padStart(12, '0'))))
 })
+
+test('an id is not made from a time that does not fit its 48 bits', () => {
+  for (const now of [0, -1, 1.5, 2 ** 48, Number.NaN])
+    assert.throws(() => newId(now), /invariant violated: an id's time/)
+})

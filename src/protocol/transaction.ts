@@ -3,7 +3,7 @@ import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { amountPattern, scaleMax } from './amount.js'
 import { canonicalBytes, canonicalize } from './canonical.js'
 import { fromBase64Url, toBase64Url, utf8 } from './encoding.js'
-import { VmError } from './errors.js'
+import { assert, VmError } from './errors.js'
 import { sha256 } from './hash.js'
 import { keyId, type OkpJwk, sign } from './keys.js'
 
@@ -315,6 +315,10 @@ export function deviceKeyId(key: DeviceKey): string {
  * would read and write a page of its own. Any id matching the pattern is accepted all the same.
  */
 export function newId(now = Date.now()): string {
+  assert(
+    Number.isSafeInteger(now) && now > 0 && now < 2 ** 48,
+    "an id's time is a positive 48-bit count of ms",
+  )
   const random = new Uint8Array(10)
   globalThis.crypto.getRandomValues(random)
   let out = now.toString(16).padStart(12, '0')
