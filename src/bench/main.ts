@@ -10,8 +10,11 @@ import { Worker } from 'node:worker_threads'
 import { CliExit, exitCodes } from '../cli/output.js'
 import { encodeSubmission, NodeClient } from '../client/client.js'
 import { type DeviceKeys, newKeyFile, openKeyFile, readKeyFile } from '../client/key-file.js'
+import { nodePrimitives } from '../node/crypto/node-primitives.js'
 import { toBase64Url } from '../protocol/encoding.js'
+import { type EnvelopePrimitives, portablePrimitives } from '../protocol/envelope.js'
 import { assert } from '../protocol/errors.js'
+import { generateEncryptionKey } from '../protocol/keys.js'
 import {
   newId,
   nowTimestamp,
@@ -59,6 +62,19 @@ function fastSigner(keys: DeviceKeys) {
     tx,
     sig: toBase64Url(nodeSign(null, transactionBytes(tx), privateKey)),
   })
+}
+
+/**
+ * X25519 agreements per second on one thread: what a sealer pays for each recipient its KEK cache misses
+ * (a customer not seen lately, every customer after a restart). A tenth more first, to warm up.
+ */
+function measureAgreements(primitives: EnvelopePrimitives, count: number): number {
+  const { secretKey } = generateEncryptionKey()
+  const publicKeys = Array.from({ length: count + count / 10 }, () => generateEncryptionKey().publicKey)
+  for (const publicKey of publicKeys.slice(count)) primitives.agree(secretKey, publicKey)
+  const started = performance.now()
+  for (const publicKey of publicKeys.slice(0, count)) primitives.agree(secretKey, publicKey)
+  return Math.round(count / ((performance.now() - started) / 1000))
 }
 
 /** The machine's own ceiling: libsodium Ed25519 verifications per second on two threads at once. */
@@ -420,7 +436,20 @@ export async function runBench(args: readonly string[]): Promise<void> {
     unit: 'verifies/s',
   })
 
-  if (part !== 'log') await benchNodes(db, results)
+  if (part !== 'log') {
+    log('X25519 agreements on one thread: node:crypto (the node) and portable (browsers, tools)')
+    results.push({
+      name: 'x25519_agreements_per_s',
+      value: measureAgreements(nodePrimitives, 2000),
+      unit: 'agreements/s, node:crypto, one thread',
+    })
+    results.push({
+      name: 'x25519_agreements_per_s_portable',
+      value: measureAgreements(portablePrimitives, 200),
+      unit: 'agreements/s, portable, one thread',
+    })
+    await benchNodes(db, results)
+  }
   if (part !== 'node') await benchLog(results)
 
   if (json) process.stdout.write(`${JSON.stringify({ database: db, results }, null, 2)}\n`)

@@ -7,6 +7,7 @@ import { decodeLeaf, type Leaf, leafSummary, leafTransaction } from '../protocol
 import type { Frontier } from '../protocol/merkle.js'
 import { type SignedTransaction, transactionBytes } from '../protocol/transaction.js'
 import { blockAt, latestBlock } from './chain/chain-store.js'
+import { nodePrimitives } from './crypto/node-primitives.js'
 import type { NodeIdentity } from './identity.js'
 import { accountFromRow } from './ledger/ledger-store.js'
 import type { AccountRecord } from './ledger/model.js'
@@ -49,7 +50,7 @@ export async function audit(
   const { nodeId } = identity
   const nodePublicKey = identity.signing.publicKey
   // The archive key opens every sealed leaf.
-  const archive = new Opener(identity.encryption.secretKey)
+  const archive = new Opener(identity.encryption.secretKey, { primitives: nodePrimitives })
   const head = await latestBlock(db)
   const ledger = new Ledger(nodeId)
   let previous: { header: BlockHeader; frontier: Frontier } | null = null

@@ -10,7 +10,7 @@ import {
   jweRecipientsMax,
   Opener,
   openWithContentKey,
-  portableAes,
+  portablePrimitives,
   Sealer,
   validateJwe,
 } from './envelope.js'
@@ -385,7 +385,7 @@ describe('tampering and malformed input', () => {
     assert.deepEqual(opener.unwrap({ recipients: [entry] }), cek)
     assert.equal(
       fromUtf8(
-        portableAes.gcmDecrypt(
+        portablePrimitives.gcmDecrypt(
           cek,
           fromBase64Url(jwe.iv),
           utf8(jwe.protected),

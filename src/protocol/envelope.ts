@@ -74,8 +74,13 @@ function decryptionFailed(cause?: unknown): VmError {
   return new VmError('decryption_failed', 'the envelope does not decrypt with this key', { cause })
 }
 
-/** The symmetric primitives, pluggable so that servers can use node:crypto (see src/node/crypto/node-aes.ts). */
-export interface Aes {
+/**
+ * The envelope's primitives (X25519 and AES), pluggable so that servers can use node:crypto (see
+ * src/node/crypto/node-primitives.ts).
+ */
+export interface EnvelopePrimitives {
+  /** X25519 (RFC 7748); throws for a low-order public key (an all-zero shared secret). */
+  agree(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array
   gcmEncrypt(
     key: Uint8Array,
     iv: Uint8Array,
@@ -135,7 +140,9 @@ export function wrapKey(kek: Uint8Array, key: Uint8Array): Uint8Array {
   return out
 }
 
-export const portableAes: Aes = {
+export const portablePrimitives: EnvelopePrimitives = {
+  // noble refuses low-order points.
+  agree: (secretKey, publicKey) => x25519.getSharedSecret(secretKey, publicKey),
   gcmEncrypt(key, iv, aad, plaintext) {
     const sealed = gcm(key, iv, aad).encrypt(plaintext)
     const cut = sealed.length - tagSize
@@ -189,10 +196,8 @@ function u32(n: number): Uint8Array {
 const otherInfo = concatBytes(u32(keyManagement.length), utf8(keyManagement), u32(0), u32(0), u32(256))
 
 /** The key-encryption key: X25519, then the Concat KDF (one SHA-256 round covers 256 bits). */
-function deriveKek(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
-  // noble refuses low-order points (an all-zero shared secret).
-  const z = x25519.getSharedSecret(secretKey, publicKey)
-  return sha256(u32(1), z, otherInfo)
+function deriveKek(primitives: EnvelopePrimitives, secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  return sha256(u32(1), primitives.agree(secretKey, publicKey), otherInfo)
 }
 
 /** A Map used as a bounded cache: insertion order, the oldest entry goes first. */
@@ -229,12 +234,15 @@ function uniqueByKid(recipients: readonly EncryptionRecipient[]): EncryptionReci
 export class Sealer {
   readonly #secretKey: Uint8Array
   readonly #agreement: KeyAgreement
-  readonly #aes: Aes
+  readonly #primitives: EnvelopePrimitives
   readonly #kekCacheMax: number
   readonly #keks = new Map<string, Uint8Array>()
   #agreements = 0
 
-  constructor(sender: SigningKeyPair, options: { aes?: Aes; kekCacheMax?: number } = {}) {
+  constructor(
+    sender: SigningKeyPair,
+    options: { primitives?: EnvelopePrimitives; kekCacheMax?: number } = {},
+  ) {
     assert(
       sender.secretKey.length === 32 && bytesEqual(x25519.getPublicKey(sender.secretKey), sender.publicKey),
       'the sender must be an X25519 key pair',
@@ -244,7 +252,7 @@ export class Sealer {
       alg: keyManagement,
       epk: Object.freeze(publicJwk('X25519', sender.publicKey)),
     })
-    this.#aes = options.aes ?? portableAes
+    this.#primitives = options.primitives ?? portablePrimitives
     this.#kekCacheMax = options.kekCacheMax ?? kekCacheDefault
   }
 
@@ -295,7 +303,7 @@ export class Sealer {
     })
     const wrapped = envelopes.map(({ recipients }) => new Array<string>(recipients.length))
     for (const [kek, batch] of wraps) {
-      this.#aes.keyWrapMany(kek, batch.keys).forEach((key, k) => {
+      this.#primitives.keyWrapMany(kek, batch.keys).forEach((key, k) => {
         const { envelope, slot } = batch.into[k]!
         wrapped[envelope]![slot] = toBase64Url(key)
       })
@@ -329,10 +337,10 @@ export class Sealer {
     if (random !== undefined && random.length !== sealRandomSize)
       throw new VmError('invalid_key', `sealing takes ${sealRandomSize} random bytes`)
     // One draw from the random source for both: it is a system call per draw.
-    const drawn = random ?? this.#aes.randomBytes(sealRandomSize)
+    const drawn = random ?? this.#primitives.randomBytes(sealRandomSize)
     const cek = drawn.subarray(0, contentKeySize)
     const iv = drawn.subarray(contentKeySize)
-    const { ciphertext, tag } = this.#aes.gcmEncrypt(cek, iv, sealedAad, plaintext)
+    const { ciphertext, tag } = this.#primitives.gcmEncrypt(cek, iv, sealedAad, plaintext)
     return { recipients: unique, cek, iv, ciphertext, tag }
   }
 
@@ -345,7 +353,7 @@ export class Sealer {
       throw new VmError('invalid_key', `a content key is ${contentKeySize} bytes`)
     return uniqueByKid(recipients).map((recipient) => ({
       header: { ...this.#agreement, kid: recipient.kid },
-      encrypted_key: toBase64Url(this.#aes.keyWrapMany(this.#kek(recipient), [cek])[0]!),
+      encrypted_key: toBase64Url(this.#primitives.keyWrapMany(this.#kek(recipient), [cek])[0]!),
     }))
   }
 
@@ -354,7 +362,7 @@ export class Sealer {
     return cached(this.#keks, this.#kekCacheMax, toBase64Url(recipient.publicKey), () => {
       this.#agreements++
       try {
-        return deriveKek(this.#secretKey, recipient.publicKey)
+        return deriveKek(this.#primitives, this.#secretKey, recipient.publicKey)
       } catch (cause) {
         throw new VmError('invalid_key', `recipient ${recipient.kid} is not a usable X25519 key`, { cause })
       }
@@ -366,17 +374,20 @@ export class Opener {
   readonly kid: string
   readonly publicKey: Uint8Array
   readonly #secretKey: Uint8Array
-  readonly #aes: Aes
+  readonly #primitives: EnvelopePrimitives
   readonly #kekCacheMax: number
   readonly #keks = new Map<string, Uint8Array>()
   #agreements = 0
 
-  constructor(secretKey: Uint8Array, options: { aes?: Aes; kekCacheMax?: number } = {}) {
+  constructor(
+    secretKey: Uint8Array,
+    options: { primitives?: EnvelopePrimitives; kekCacheMax?: number } = {},
+  ) {
     if (secretKey.length !== 32) throw new VmError('invalid_key', 'an X25519 secret key is 32 bytes')
     this.#secretKey = secretKey
     this.publicKey = x25519.getPublicKey(secretKey)
     this.kid = keyId(publicJwk('X25519', this.publicKey))
-    this.#aes = options.aes ?? portableAes
+    this.#primitives = options.primitives ?? portablePrimitives
     this.#kekCacheMax = options.kekCacheMax ?? kekCacheDefault
   }
 
@@ -401,26 +412,30 @@ export class Opener {
     const kek = cached(this.#keks, this.#kekCacheMax, toBase64Url(epk), () => {
       this.#agreements++
       try {
-        return deriveKek(this.#secretKey, epk)
+        return deriveKek(this.#primitives, this.#secretKey, epk)
       } catch (cause) {
         throw malformed('epk is not a usable X25519 public key', cause)
       }
     })
-    return this.#aes.keyUnwrap(kek, wrapped)
+    return this.#primitives.keyUnwrap(kek, wrapped)
   }
 
   /** Decrypts; null when not a recipient. */
   open(jwe: Jwe): Uint8Array | null {
     const parsed = parseJwe(jwe)
     const cek = this.unwrap(parsed.jwe)
-    return cek === null ? null : decryptContent(parsed, cek, this.#aes)
+    return cek === null ? null : decryptContent(parsed, cek, this.#primitives)
   }
 }
 
-export function openWithContentKey(jwe: Jwe, cek: Uint8Array, aes: Aes = portableAes): Uint8Array {
+export function openWithContentKey(
+  jwe: Jwe,
+  cek: Uint8Array,
+  primitives: EnvelopePrimitives = portablePrimitives,
+): Uint8Array {
   const parsed = parseJwe(jwe)
   if (cek.length !== contentKeySize) throw decryptionFailed()
-  return decryptContent(parsed, cek, aes)
+  return decryptContent(parsed, cek, primitives)
 }
 
 /** Strict shape check of an untrusted JWE: every member of this profile, and nothing else. */
@@ -435,9 +450,9 @@ interface ParsedJwe {
   readonly tag: Uint8Array
 }
 
-function decryptContent(parsed: ParsedJwe, cek: Uint8Array, aes: Aes): Uint8Array {
+function decryptContent(parsed: ParsedJwe, cek: Uint8Array, primitives: EnvelopePrimitives): Uint8Array {
   // RFC 7516 §5.1 step 14: the additional data is the ASCII of the protected member as given.
-  return aes.gcmDecrypt(cek, parsed.iv, utf8(parsed.jwe.protected), parsed.ciphertext, parsed.tag)
+  return primitives.gcmDecrypt(cek, parsed.iv, utf8(parsed.jwe.protected), parsed.ciphertext, parsed.tag)
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {

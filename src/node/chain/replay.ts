@@ -7,7 +7,7 @@ import { decodeLeaf, leafSummary } from '../../protocol/leaf.js'
 import type { Frontier, NodeWrite } from '../../protocol/merkle.js'
 import { LogServer } from '../../verifier/http.js'
 import { type BlockTransaction, reapplyBlock } from '../audit.js'
-import { nodeAes } from '../crypto/node-aes.js'
+import { nodePrimitives } from '../crypto/node-primitives.js'
 import { FunnelLease, leaseRenewMs, takeoverMsMax } from '../funnel/lease.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
@@ -78,7 +78,7 @@ export async function replayFromBrowser(
     })
   }, leaseRenewMs)
   try {
-    const archive = new Opener(identity.encryption.secretKey, { aes: nodeAes })
+    const archive = new Opener(identity.encryption.secretKey, { primitives: nodePrimitives })
     const ledger = Ledger.load(nodeId, await loadLedgerSnapshot(db))
     const stored = await latestBlock(db)
     let head = stored?.header ?? null

@@ -6,7 +6,7 @@ import { VmError } from '../../protocol/errors.js'
 import { generateEncryptionKey, generateSigningKey, publicJwk } from '../../protocol/keys.js'
 import { decodeLeaf } from '../../protocol/leaf.js'
 import { leafHash } from '../../protocol/merkle.js'
-import { nodeAes } from '../crypto/node-aes.js'
+import { nodePrimitives } from '../crypto/node-primitives.js'
 import type { NodeIdentity } from '../identity.js'
 import { LeafSealing, type SealOutcome, sealChunkLeaves } from './leaf-sealing.js'
 
@@ -46,7 +46,7 @@ function sealedBlock(sealing: LeafSealing, node: NodeIdentity, count: number) {
   const check = ({ texts, hashes }: SealOutcome) => {
     assert.equal(texts.length, count)
     assert.equal(hashes.length, 32 * count)
-    const openers = readers.map((reader) => new Opener(reader.secretKey, { aes: nodeAes }))
+    const openers = readers.map((reader) => new Opener(reader.secretKey, { primitives: nodePrimitives }))
     const ceks = new Set<string>()
     texts.forEach((text, i) => {
       const item = items[i]!
@@ -62,7 +62,7 @@ function sealedBlock(sealing: LeafSealing, node: NodeIdentity, count: number) {
       })
       assert.equal(fromUtf8(sealing.archive.open(leaf.jwe)!), item.signedText)
       // The funnel discloses this key to views: it must be the one the leaf was sealed with.
-      assert.equal(fromUtf8(openWithContentKey(leaf.jwe, item.cek, nodeAes)), item.signedText)
+      assert.equal(fromUtf8(openWithContentKey(leaf.jwe, item.cek, nodePrimitives)), item.signedText)
       ceks.add(toBase64Url(item.cek))
     })
     assert.equal(ceks.size, count, 'every leaf has its own content key')
@@ -72,7 +72,7 @@ function sealedBlock(sealing: LeafSealing, node: NodeIdentity, count: number) {
 
 test('the sealing thread seals each leaf with the content key the funnel drew, for every reader', async () => {
   const node = identity()
-  const sealing = new LeafSealing(node, [], nodeAes)
+  const sealing = new LeafSealing(node, [], nodePrimitives)
   try {
     // More leaves than a chunk, so that the block goes to the thread in several jobs.
     const { block, check } = sealedBlock(sealing, node, 2 * sealChunkLeaves + 3)
@@ -84,7 +84,7 @@ test('the sealing thread seals each leaf with the content key the funnel drew, f
 
 test('a block the sealing thread cannot seal fails with a clear error, and the next one is sealed', async () => {
   const node = identity()
-  const sealing = new LeafSealing(node, [], nodeAes)
+  const sealing = new LeafSealing(node, [], nodePrimitives)
   try {
     const item = {
       id: '0'.repeat(32),

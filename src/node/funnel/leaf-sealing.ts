@@ -1,9 +1,9 @@
 import { Worker } from 'node:worker_threads'
 import { concatBytes, fromBase64Url, utf8 } from '../../protocol/encoding.js'
 import {
-  type Aes,
   contentKeySize,
   type EncryptionRecipient,
+  type EnvelopePrimitives,
   encryptionRecipient,
   Opener,
   Sealer,
@@ -86,13 +86,13 @@ export class LeafSealing {
   readonly #archive: Opener
   readonly #always: readonly EncryptionRecipient[]
   readonly #byPerson = new Map<string, readonly EncryptionRecipient[]>()
-  readonly #aes: Aes
+  readonly #primitives: EnvelopePrimitives
   readonly #thread: SealingThread
 
-  constructor(identity: NodeIdentity, auditorKeys: readonly Uint8Array[], aes: Aes) {
-    this.#aes = aes
-    this.#sealer = new Sealer(identity.encryption, { aes, kekCacheMax: sealerKeysCachedMax })
-    this.#archive = new Opener(identity.encryption.secretKey, { aes })
+  constructor(identity: NodeIdentity, auditorKeys: readonly Uint8Array[], primitives: EnvelopePrimitives) {
+    this.#primitives = primitives
+    this.#sealer = new Sealer(identity.encryption, { primitives, kekCacheMax: sealerKeysCachedMax })
+    this.#archive = new Opener(identity.encryption.secretKey, { primitives })
     this.#thread = new SealingThread(identity)
     this.#always = [
       encryptionRecipient(identity.encryption.publicKey),
@@ -147,7 +147,7 @@ export class LeafSealing {
 
   /** A block to seal: its leaves go to the sealing thread as they are added. */
   sealBlock(time: string): BlockSeal {
-    return new BlockSeal(time, this.#thread, this.#aes)
+    return new BlockSeal(time, this.#thread, this.#primitives)
   }
 
   async close(): Promise<void> {
@@ -222,22 +222,22 @@ export function audience(ledger: Ledger, tx: Transaction): Audience {
 export class BlockSeal {
   readonly #time: string
   readonly #thread: SealingThread
-  readonly #aes: Aes
+  readonly #primitives: EnvelopePrimitives
   readonly #sent: Promise<SealOutcome>[] = []
   /** The chunk being filled; made by the first leaf that needs it. */
   #chunk: SealChunk | null = null
   #ended = false
 
-  constructor(time: string, thread: SealingThread, aes: Aes) {
+  constructor(time: string, thread: SealingThread, primitives: EnvelopePrimitives) {
     this.#time = time
     this.#thread = thread
-    this.#aes = aes
+    this.#primitives = primitives
   }
 
   /** Adds a leaf; returns the content key it will be sealed with. */
   add(item: SealItem): Uint8Array {
     assert(!this.#ended, 'no leaf is added to a block after its end')
-    this.#chunk ??= new SealChunk(this.#aes)
+    this.#chunk ??= new SealChunk(this.#primitives)
     const cek = this.#chunk.add(item)
     if (this.#chunk.size === sealChunkLeaves) {
       this.#send(this.#chunk)
@@ -300,9 +300,9 @@ class SealChunk {
   readonly #readers: number[] = []
   readonly #readerEnds: number[] = []
 
-  constructor(aes: Aes) {
+  constructor(primitives: EnvelopePrimitives) {
     // One draw for the whole chunk: each draw is a copy from the random pool, or a system call.
-    this.#random = aes.randomBytes(sealRandomSize * sealChunkLeaves)
+    this.#random = primitives.randomBytes(sealRandomSize * sealChunkLeaves)
   }
 
   get size(): number {

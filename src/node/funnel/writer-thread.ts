@@ -1,5 +1,5 @@
 import { parentPort, workerData } from 'node:worker_threads'
-import { nodeAes } from '../crypto/node-aes.js'
+import { nodePrimitives } from '../crypto/node-primitives.js'
 import type { NodeIdentity } from '../identity.js'
 import { createLogger } from '../logger.js'
 import { type PoolRow, writeSubmissions } from '../pool/pool.js'
@@ -40,7 +40,7 @@ const funnel = sequencer
       identity,
       log,
       report: (event) => port.postMessage({ type: 'funnel', event }),
-      sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodeAes) : null,
+      sealing: leafEncryption ? new LeafSealing(identity, auditorKeys, nodePrimitives) : null,
       lease: new FunnelLease(database.db),
     })
   : null

@@ -1,6 +1,15 @@
-/** The Aes of the envelope on node:crypto (OpenSSL, AES-NI): several times faster than the portable one. */
-import { createCipheriv, createDecipheriv, randomBytes, randomFillSync } from 'node:crypto'
-import { type Aes, wrapKey } from '../../protocol/envelope.js'
+/** The envelope's primitives on node:crypto (OpenSSL, AES-NI): several times faster than the portable ones. */
+import {
+  createCipheriv,
+  createDecipheriv,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  type KeyObject,
+  randomBytes,
+  randomFillSync,
+} from 'node:crypto'
+import { type EnvelopePrimitives, wrapKey } from '../../protocol/envelope.js'
 import { assert, VmError } from '../../protocol/errors.js'
 
 const tagLength = 16
@@ -67,6 +76,35 @@ function wrapTogether(kek: Uint8Array, keys: readonly Uint8Array[]): Uint8Array[
   return keys.map((_, k) => state.slice(k * stride, (k + 1) * stride))
 }
 
+/** RFC 8410 DER prefixes of a raw X25519 key: PKCS #8 for a secret key, SPKI for a public one. */
+const x25519SecretPrefix = Buffer.from('302e020100300506032b656e04220420', 'hex')
+const x25519PublicPrefix = Buffer.from('302a300506032b656e032100', 'hex')
+/** The secret keys' OpenSSL objects, kept while the key itself is (a Sealer or Opener holds one key). */
+const secretKeyObjects = new WeakMap<Uint8Array, KeyObject>()
+
+function x25519Agree(secretKey: Uint8Array, publicKey: Uint8Array): Uint8Array {
+  assert(secretKey.length === 32 && publicKey.length === 32, 'X25519 keys are 32 bytes')
+  let privateKey = secretKeyObjects.get(secretKey)
+  if (privateKey === undefined) {
+    privateKey = createPrivateKey({
+      key: Buffer.concat([x25519SecretPrefix, secretKey]),
+      format: 'der',
+      type: 'pkcs8',
+    })
+    secretKeyObjects.set(secretKey, privateKey)
+  }
+  // OpenSSL refuses a low-order public key (RFC 7748 §6.1: its shared secret is all zeros).
+  const shared = diffieHellman({
+    privateKey,
+    publicKey: createPublicKey({
+      key: Buffer.concat([x25519PublicPrefix, publicKey]),
+      format: 'der',
+      type: 'spki',
+    }),
+  })
+  return bytes(shared)
+}
+
 /** A plain Uint8Array view, so that results compare equal to the portable ones. */
 function bytes(buffer: Buffer): Uint8Array {
   return new Uint8Array(buffer.buffer, buffer.byteOffset, buffer.byteLength)
@@ -76,7 +114,8 @@ function decryptionFailed(cause: unknown): VmError {
   return new VmError('decryption_failed', 'the envelope does not decrypt with this key', { cause })
 }
 
-export const nodeAes: Aes = {
+export const nodePrimitives: EnvelopePrimitives = {
+  agree: x25519Agree,
   gcmEncrypt(key, iv, aad, plaintext) {
     const cipher = createCipheriv('aes-256-gcm', key, iv, { authTagLength: tagLength }).setAAD(aad)
     const ciphertext = Buffer.concat([cipher.update(plaintext), cipher.final()])
