@@ -3,6 +3,8 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { describe, test } from 'node:test'
+import SqliteDatabase from 'better-sqlite3'
+import { Kysely, SqliteDialect, sql } from 'kysely'
 import { VmError } from '../protocol/errors.js'
 import { testDialect, testMysqlServer, testPostgresServer } from '../testing/databases.js'
 import { freePort, runCli } from '../testing/node-process.js'
@@ -10,7 +12,9 @@ import {
   connect,
   dialectOf,
   postgresTarget,
+  preparingOnce,
   redactUrl,
+  sqliteStatementsCachedMax,
   sqliteWalBytesMax,
   sqliteWalCheckpointPages,
 } from './connect.js'
@@ -144,6 +148,50 @@ describe('an SQLite database', () => {
     } finally {
       await db.destroy()
       rmSync(dataDir, { recursive: true, force: true })
+    }
+  })
+})
+
+describe('SQLite statements prepared once', () => {
+  test('one statement per text, a fresh one while it iterates, the oldest text dropped beyond the bound', () => {
+    const sqlite = new SqliteDatabase(':memory:')
+    const handle = preparingOnce(sqlite)
+    try {
+      sqlite.exec('create table t (a integer)')
+      const select = handle.prepare('select a from t')
+      assert.equal(handle.prepare('select a from t'), select)
+      assert.notEqual(handle.prepare('select a + 1 from t'), select)
+      sqlite.exec('insert into t values (1), (2)')
+      const rows = select.iterate([])
+      rows.next()
+      const meanwhile = handle.prepare('select a from t')
+      assert.notEqual(meanwhile, select, 'a busy statement is not shared')
+      assert.deepEqual(meanwhile.all([]), [{ a: 1 }, { a: 2 }])
+      rows.return?.()
+      assert.equal(handle.prepare('select a from t'), select, 'the cached one serves again once done')
+      for (let i = 0; i < sqliteStatementsCachedMax; i++) handle.prepare(`select ${i}`)
+      assert.notEqual(handle.prepare('select a from t'), select, 'the oldest text was dropped')
+    } finally {
+      handle.close()
+    }
+  })
+
+  test('through Kysely: the same query again, and again after the schema changed', async () => {
+    const db = new Kysely<{ t: { a: number; b?: number } }>({
+      dialect: new SqliteDialect({ database: preparingOnce(new SqliteDatabase(':memory:')) }),
+    })
+    try {
+      await sql`create table t (a integer)`.execute(db)
+      for (const a of [1, 2]) await db.insertInto('t').values({ a }).execute()
+      const all = () => sql<Record<string, number | null>>`select * from t order by a`.execute(db)
+      assert.deepEqual((await all()).rows, [{ a: 1 }, { a: 2 }])
+      await sql`alter table t add column b integer`.execute(db)
+      assert.deepEqual((await all()).rows, [
+        { a: 1, b: null },
+        { a: 2, b: null },
+      ])
+    } finally {
+      await db.destroy()
     }
   })
 })
