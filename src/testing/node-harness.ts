@@ -14,23 +14,32 @@ export async function startTestNode(settings: Partial<Record<SettingName, string
   client: NodeClient
   dataDir: string
   admin: ReturnType<typeof readKeyFile>
+  /** Stops the node and starts it again on the same data and database, with these settings. */
+  restart(changed: Partial<Record<SettingName, string>>): Promise<void>
   close(): Promise<void>
 }> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmoney-test-'))
   const databaseUrl = await createTestDatabase(dataDir)
-  const config = loadConfig({ dataDir, databaseUrl, port: '0', logLevel: 'silent', ...settings }, {})
-  const node = await startNode(config, createLogger('silent'))
-  const client = new NodeClient(node.url)
-  const admin = readKeyFile(node.adminKeyFile)
-  return {
+  const start = async (current: Partial<Record<SettingName, string>>) => {
+    const config = loadConfig({ dataDir, databaseUrl, port: '0', logLevel: 'silent', ...current }, {})
+    return startNode(config, createLogger('silent'))
+  }
+  const node = await start(settings)
+  const harness = {
     node,
-    client,
+    client: new NodeClient(node.url),
     dataDir,
-    admin,
+    admin: readKeyFile(node.adminKeyFile),
+    async restart(changed: Partial<Record<SettingName, string>>) {
+      await harness.node.close()
+      harness.node = await start({ ...settings, ...changed })
+      harness.client = new NodeClient(harness.node.url)
+    },
     async close() {
-      await node.close()
+      await harness.node.close()
       await dropTestDatabase(dataDir)
       rmSync(dataDir, { recursive: true, force: true })
     },
   }
+  return harness
 }

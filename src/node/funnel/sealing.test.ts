@@ -14,7 +14,9 @@ import {
 } from '../../protocol/leaf.js'
 import { newId, type Person, type SignedTransaction } from '../../protocol/transaction.js'
 import { startTestNode } from '../../testing/node-harness.js'
+import { transactionsPerRequestMax } from '../api/routes/transactions.js'
 import { audit } from '../audit.js'
+import { blockTransactionsMax } from './funnel.js'
 
 type Harness = Awaited<ReturnType<typeof startTestNode>>
 
@@ -246,5 +248,84 @@ describe('public leaves', () => {
     } finally {
       await harness.close()
     }
+  })
+})
+
+describe('a backlog of sealed leaves', () => {
+  let harness: Harness
+  before(async () => {
+    harness = await startTestNode()
+  })
+  after(() => harness.close())
+
+  test('more than a block of pooled transactions is sealed and written in order, a grant disclosing it all', async () => {
+    const w = await world(harness)
+    const { issuer, alice, carol } = w.persons
+    // Pooled while no funnel runs: a full block waits, then a grant and the rest.
+    await harness.restart({ role: 'api' })
+    const transfers: SignedTransaction[] = []
+    for (let i = 0; i < blockTransactionsMax + 100; i++) {
+      transfers.push(
+        await harness.client.sign(issuer.keys, {
+          type: 'transfer',
+          debit: w.accounts.issuer,
+          credit: w.accounts.alice,
+          amount: '1',
+          asset,
+        }),
+      )
+    }
+    const view = newId()
+    const grant = await harness.client.sign(alice.keys, {
+      type: 'grant_view',
+      view,
+      accounts: [w.accounts.alice],
+      grantee: carol.person.id,
+      from: '2000-01-01T00:00:00.000Z',
+      until: '2100-01-01T00:00:00.000Z',
+    })
+    const pooled = [
+      ...transfers.slice(0, blockTransactionsMax),
+      grant,
+      ...transfers.slice(blockTransactionsMax),
+    ]
+    for (let start = 0; start < pooled.length; start += transactionsPerRequestMax) {
+      const outcomes = await harness.client.submit(pooled.slice(start, start + transactionsPerRequestMax))
+      assert.ok(outcomes.every((outcome) => outcome.status === 'pending'))
+    }
+
+    await harness.restart({})
+    const pending = (signed: SignedTransaction) => ({ id: signed.tx.id, status: 'pending' as const })
+    const deadline = Date.now() + 120_000
+    const [first, granted, last] = await harness.client.awaitFinal(
+      harness.admin,
+      [pending(transfers[0]!), pending(grant), pending(transfers.at(-1)!)],
+      deadline,
+    )
+    for (const outcome of [first, granted, last]) assert.equal(outcome?.status, 'accepted', outcome?.code)
+    // The full block first, then the grant's block: leaves follow each other, heights too.
+    assert.equal(granted!.blockHeight, first!.blockHeight! + 1)
+    assert.equal(granted!.leafIndex, first!.leafIndex! + blockTransactionsMax)
+    assert.equal(last!.leafIndex, granted!.leafIndex! + 100)
+
+    // The grant read the full block as committed history: Carol opens its first transfer.
+    const { header } = (await harness.client.publicGet(`/v1/blocks/${granted!.blockHeight}`)) as {
+      header: { firstLeaf: number; leafCount: number }
+    }
+    const carolOpener = new Opener(carol.keys.encryption.secretKey)
+    let opened = null
+    for (let index = last!.leafIndex! + 1; index < header.firstLeaf + header.leafCount; index++) {
+      const leaf = await leafAt(harness.client, index)
+      if (leaf.v !== 2 || leaf.type !== 'disclosure' || leaf.view !== view) continue
+      const key = leaf.keys.find((k) => k.leaf === first!.leafIndex)
+      if (key === undefined || !('recipients' in key)) continue
+      const cek = carolOpener.unwrap({ recipients: key.recipients })
+      assert.ok(cek !== null)
+      opened = leafTransaction(await leafAt(harness.client, first!.leafIndex!), { cek })
+    }
+    assert.deepEqual(opened, transfers[0])
+
+    const report = await audit(harness.node.database.db, harness.node.identity)
+    assert.deepEqual(report.findings, [])
   })
 })
