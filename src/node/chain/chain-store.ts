@@ -15,13 +15,17 @@ export interface LeafWrite {
   readonly text: string
 }
 
-export interface BlockWrite {
+/** A block's row and its tree nodes: what is written once all its leaves are. */
+export interface BlockHeadWrite {
   readonly header: BlockHeader
   readonly signature: string
   /** The C2SP signed note for the log after this block. */
   readonly checkpoint: string
-  readonly leaves: readonly LeafWrite[]
   readonly nodes: readonly NodeWrite[]
+}
+
+export interface BlockWrite extends BlockHeadWrite {
+  readonly leaves: readonly LeafWrite[]
 }
 
 export interface StoredBlockHead {
@@ -30,6 +34,30 @@ export interface StoredBlockHead {
 }
 
 export async function writeBlock(trx: Executor, block: BlockWrite): Promise<void> {
+  await writeLeaves(trx, block.header.height, block.leaves)
+  await writeBlockHead(trx, block)
+}
+
+/** Leaves of the block at `height`, written in the transaction that writes its head (in parts or at once). */
+export async function writeLeaves(
+  trx: Executor,
+  height: number,
+  leaves: readonly LeafWrite[],
+): Promise<void> {
+  await insertRows(
+    trx,
+    'chain_leaves',
+    leaves.map((leaf) => ({
+      leaf_index: leaf.index,
+      block_height: height,
+      transaction_id: leaf.transactionId,
+      leaf: leaf.text,
+    })),
+  )
+}
+
+/** The block's row and tree nodes, after its leaves (writeLeaves) in the same transaction. */
+export async function writeBlockHead(trx: Executor, block: BlockHeadWrite): Promise<void> {
   const { header } = block
   await trx
     .insertInto('chain_blocks')
@@ -46,16 +74,6 @@ export async function writeBlock(trx: Executor, block: BlockWrite): Promise<void
       time: Date.parse(header.time),
     })
     .execute()
-  await insertRows(
-    trx,
-    'chain_leaves',
-    block.leaves.map((leaf) => ({
-      leaf_index: leaf.index,
-      block_height: header.height,
-      transaction_id: leaf.transactionId,
-      leaf: leaf.text,
-    })),
-  )
   await insertRows(
     trx,
     'chain_nodes',

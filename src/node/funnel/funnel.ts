@@ -14,7 +14,7 @@ import {
 } from '../../protocol/leaf.js'
 import { type Frontier, leafHash, type NodeWrite } from '../../protocol/merkle.js'
 import { newId, nowTimestamp, type SignedTransaction, signTransaction } from '../../protocol/transaction.js'
-import { latestBlock, loadFrontier, writeBlock } from '../chain/chain-store.js'
+import { latestBlock, loadFrontier, writeBlockHead, writeLeaves } from '../chain/chain-store.js'
 import type { NodeIdentity } from '../identity.js'
 import { loadLedgerSnapshot, writeLedgerChanges } from '../ledger/ledger-store.js'
 import type { ViewRecord } from '../ledger/model.js'
@@ -220,14 +220,14 @@ export class Funnel {
     }
     const sealing = this.#sealing
     const blockSeal = sealing?.sealBlock(timeText) ?? null
-    const sealedAt: number[] = []
     const disclosures = new Disclosures(timeText)
     const appendLeaf = (signed: SignedTransaction, signedText: string) => {
       if (sealing === null || blockSeal === null)
         return appendText(signed.tx.id, encodeLeafText(timeText, signedText))
       const plan = sealing.plan(this.#ledger, signed.tx, time)
+      // A block's sealed leaves come first (its disclosures last): the sealing thread's chunks follow them.
+      assert(leaves.length === blockSeal.size, 'sealed leaves precede the leaves in the clear')
       const index = appendText(signed.tx.id, '')
-      sealedAt.push(index - firstLeaf)
       const { id, type } = signed.tx
       const cek = blockSeal.add({ id, type, signedText, recipients: plan.recipients })
       disclosures.sealed(index, plan, cek)
@@ -338,22 +338,29 @@ export class Funnel {
       )
       await writeDecisions(trx, entries, decisions, time)
       if (leaves.length === 0) return
-      // The sealing thread hashed the leaves it sealed; the funnel hashes the others.
-      const hashes: (Uint8Array | undefined)[] = new Array(leaves.length)
-      if (blockSeal !== null && sealedAt.length > 0) {
-        const { texts, hashes: sealedHashes } = await blockSeal.outcome()
-        sealedAt.forEach((position, i) => {
-          leaves[position]!.text = texts[i]!
-          hashes[position] = sealedHashes.subarray(32 * i, 32 * (i + 1))
+      let written = 0
+      // Writes the leaves up to `end` and adds their hashes to the tree, in order.
+      const writeUpTo = async (end: number, hashAt: (position: number) => Uint8Array) => {
+        for (let position = written; position < end; position++)
+          // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
+          for (const node of this.#frontier.append(hashAt(position))) if (node.level > 0) nodes.push(node)
+        await writeLeaves(trx, height, leaves.slice(written, end))
+        written = end
+      }
+      // The sealing thread hashed the leaves it sealed: a chunk is written while it seals the next.
+      for (const chunk of blockSeal?.chunks() ?? []) {
+        const { texts, hashes } = await chunk
+        const start = written
+        texts.forEach((text, i) => {
+          leaves[start + i]!.text = text
         })
+        await writeUpTo(start + texts.length, (position) =>
+          hashes.subarray(32 * (position - start), 32 * (position - start + 1)),
+        )
       }
-      for (const [position, leaf] of leaves.entries()) {
-        const hash = hashes[position] ?? leafHash(utf8(leaf.text))
-        // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
-        for (const node of this.#frontier.append(hash)) if (node.level > 0) nodes.push(node)
-      }
+      await writeUpTo(leaves.length, (position) => leafHash(utf8(leaves[position]!.text)))
       header = this.#blockHeader(height, firstLeaf, leaves.length, timeText)
-      await writeBlock(trx, {
+      await writeBlockHead(trx, {
         header,
         signature: signHeader(header, this.#identity.signing.secretKey),
         checkpoint: signCheckpoint(
@@ -366,7 +373,6 @@ export class Funnel {
           this.#identity.origin,
           this.#identity.signing.secretKey,
         ),
-        leaves,
         nodes,
       })
     })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import { test } from 'node:test'
-import { fromUtf8, toBase64Url, utf8 } from '../../protocol/encoding.js'
+import { concatBytes, fromUtf8, toBase64Url, utf8 } from '../../protocol/encoding.js'
 import { encryptionRecipient, Opener, openWithContentKey } from '../../protocol/envelope.js'
 import { VmError } from '../../protocol/errors.js'
 import { generateEncryptionKey, generateSigningKey, publicJwk } from '../../protocol/keys.js'
@@ -8,7 +8,7 @@ import { decodeLeaf } from '../../protocol/leaf.js'
 import { leafHash } from '../../protocol/merkle.js'
 import { nodePrimitives } from '../crypto/node-primitives.js'
 import type { NodeIdentity } from '../identity.js'
-import { LeafSealing, type SealOutcome, sealChunkLeaves } from './leaf-sealing.js'
+import { type BlockSeal, LeafSealing, type SealOutcome, sealChunkLeaves } from './leaf-sealing.js'
 
 function identity(): NodeIdentity {
   const signing = generateSigningKey()
@@ -24,6 +24,15 @@ function identity(): NodeIdentity {
 }
 
 const time = '2026-11-23T10:00:00.000Z'
+
+/** A block's chunks joined, in order. */
+async function sealedAll(block: BlockSeal): Promise<SealOutcome> {
+  const outcomes = await Promise.all(block.chunks())
+  return {
+    texts: outcomes.flatMap((outcome) => outcome.texts),
+    hashes: concatBytes(...outcomes.map((outcome) => outcome.hashes)),
+  }
+}
 
 /** A block of `count` leaves for the archive and some of three readers, and a check of what it sealed. */
 function sealedBlock(sealing: LeafSealing, node: NodeIdentity, count: number) {
@@ -76,7 +85,12 @@ test('the sealing thread seals each leaf with the content key the funnel drew, f
   try {
     // More leaves than a chunk, so that the block goes to the thread in several jobs.
     const { block, check } = sealedBlock(sealing, node, 2 * sealChunkLeaves + 3)
-    check(await block.outcome())
+    // Two full chunks and the rest: the funnel writes each as soon as it is sealed.
+    assert.deepEqual(
+      (await Promise.all(block.chunks())).map((chunk) => chunk.texts.length),
+      [sealChunkLeaves, sealChunkLeaves, 3],
+    )
+    check(await sealedAll(block))
   } finally {
     await sealing.close()
   }
@@ -97,7 +111,7 @@ test('a block the sealing thread cannot seal fails with a clear error, and the n
     broken.add({ ...item, recipients: [...item.recipients, encryptionRecipient(new Uint8Array(32))] })
     broken.end()
     await assert.rejects(
-      broken.outcome(),
+      sealedAll(broken),
       (error) =>
         error instanceof VmError &&
         error.code === 'internal' &&
@@ -106,7 +120,7 @@ test('a block the sealing thread cannot seal fails with a clear error, and the n
     const block = sealing.sealBlock(time)
     block.add(item)
     block.end()
-    const { texts } = await block.outcome()
+    const { texts } = await sealedAll(block)
     const leaf = decodeLeaf(utf8(texts[0]!))
     assert.ok(leaf.v === 2 && leaf.type !== 'disclosure')
     assert.equal(fromUtf8(sealing.archive.open(leaf.jwe)!), '{}')

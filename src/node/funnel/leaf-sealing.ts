@@ -1,5 +1,5 @@
 import { Worker } from 'node:worker_threads'
-import { concatBytes, fromBase64Url, utf8 } from '../../protocol/encoding.js'
+import { fromBase64Url, utf8 } from '../../protocol/encoding.js'
 import {
   contentKeySize,
   type EncryptionRecipient,
@@ -226,6 +226,7 @@ export class BlockSeal {
   readonly #sent: Promise<SealOutcome>[] = []
   /** The chunk being filled; made by the first leaf that needs it. */
   #chunk: SealChunk | null = null
+  #added = 0
   #ended = false
 
   constructor(time: string, thread: SealingThread, primitives: EnvelopePrimitives) {
@@ -239,6 +240,7 @@ export class BlockSeal {
     assert(!this.#ended, 'no leaf is added to a block after its end')
     this.#chunk ??= new SealChunk(this.#primitives)
     const cek = this.#chunk.add(item)
+    this.#added++
     if (this.#chunk.size === sealChunkLeaves) {
       this.#send(this.#chunk)
       this.#chunk = null
@@ -253,19 +255,23 @@ export class BlockSeal {
     this.#ended = true
   }
 
-  /** The texts and hashes of every leaf added, in order (after end). */
-  async outcome(): Promise<SealOutcome> {
+  /** Leaves added so far. */
+  get size(): number {
+    return this.#added
+  }
+
+  /**
+   * The texts and hashes of the leaves added, a chunk at a time in their order (after end): the funnel
+   * writes a chunk while the thread seals the next.
+   */
+  chunks(): readonly Promise<SealOutcome>[] {
     assert(this.#ended, 'a block is sealed after its end')
-    const outcomes = await Promise.all(this.#sent)
-    return {
-      texts: outcomes.flatMap((outcome) => outcome.texts),
-      hashes: concatBytes(...outcomes.map((outcome) => outcome.hashes)),
-    }
+    return this.#sent
   }
 
   #send(chunk: SealChunk): void {
     const sent = this.#thread.seal(chunk.job(this.#time))
-    // Awaited by outcome(); a block abandoned before it must not leave an unhandled failure behind.
+    // Awaited through chunks(); a block abandoned before it must not leave an unhandled failure behind.
     sent.catch(() => {})
     this.#sent.push(sent)
   }
