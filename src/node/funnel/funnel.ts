@@ -358,6 +358,7 @@ export class Funnel {
           hashes.subarray(32 * (position - start), 32 * (position - start + 1)),
         )
       }
+      assert(written === (blockSeal?.size ?? 0), 'every sealed leaf came back from the sealing thread')
       await writeUpTo(leaves.length, (position) => leafHash(utf8(leaves[position]!.text)))
       header = this.#blockHeader(height, firstLeaf, leaves.length, timeText)
       await writeBlockHead(trx, {
