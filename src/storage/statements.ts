@@ -3,10 +3,11 @@
 /** SQLite allows 32,766 bound parameters per statement; stay below with room to spare. */
 export const parametersPerStatementMax = 30_000
 /**
- * Bytes of values per statement: MySQL refuses a statement larger than its max_allowed_packet (16 MiB by
- * default), and a sealed leaf can be large.
+ * Bytes of values per statement. PostgreSQL holds the rows of json_populate_recordset in work_mem (4 MiB by
+ * default) and spills them to a temporary file beyond it: a block of sealed leaves written as one statement
+ * took twice as long. MySQL refuses a statement larger than its max_allowed_packet (16 MiB by default).
  */
-export const statementBytesMax = 4 * 1024 * 1024
+export const statementBytesMax = 1024 * 1024
 
 /** What a row's values weigh in a statement, roughly: their characters or bytes. */
 function rowBytes(row: object): number {
