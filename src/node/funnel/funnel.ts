@@ -34,6 +34,11 @@ export const blockTransactionsMax = 4_096
  * blocks carry more transactions each (fewer commits, fewer syncs) at the price of that much latency.
  */
 export const blockIntervalMs = 10
+/**
+ * Sealed leaves written per statement, at least: a statement per sealing chunk would cost a round trip
+ * each, and a block at once holds the writes back until the last chunk is sealed.
+ */
+const leavesPerWrite = 512
 /** Pending transfers expired per block. */
 export const expiriesPerBlockMax = 1_024
 /** Pending transfers per expire_pending transaction: its leaf is sealed for the parties of each. */
@@ -338,28 +343,34 @@ export class Funnel {
       )
       await writeDecisions(trx, entries, decisions, time)
       if (leaves.length === 0) return
+      let hashed = 0
       let written = 0
-      // Writes the leaves up to `end` and adds their hashes to the tree, in order.
-      const writeUpTo = async (end: number, hashAt: (position: number) => Uint8Array) => {
-        for (let position = written; position < end; position++)
+      // Adds the hashes of the leaves up to `end` to the tree, in order.
+      const hashUpTo = (end: number, hashAt: (position: number) => Uint8Array) => {
+        for (let position = hashed; position < end; position++)
           // Leaf hashes (level 0) are not stored: the leaf itself is, and hashing it again is cheap.
           for (const node of this.#frontier.append(hashAt(position))) if (node.level > 0) nodes.push(node)
-        await writeLeaves(trx, height, leaves.slice(written, end))
-        written = end
+        hashed = end
       }
-      // The sealing thread hashed the leaves it sealed: a chunk is written while it seals the next.
+      const writeHashed = async () => {
+        await writeLeaves(trx, height, leaves.slice(written, hashed))
+        written = hashed
+      }
+      // The sealing thread hashed the leaves it sealed: they are written while it seals the next ones.
       for (const chunk of blockSeal?.chunks() ?? []) {
         const { texts, hashes } = await chunk
-        const start = written
+        const start = hashed
         texts.forEach((text, i) => {
           leaves[start + i]!.text = text
         })
-        await writeUpTo(start + texts.length, (position) =>
+        hashUpTo(start + texts.length, (position) =>
           hashes.subarray(32 * (position - start), 32 * (position - start + 1)),
         )
+        if (hashed - written >= leavesPerWrite) await writeHashed()
       }
-      assert(written === (blockSeal?.size ?? 0), 'every sealed leaf came back from the sealing thread')
-      await writeUpTo(leaves.length, (position) => leafHash(utf8(leaves[position]!.text)))
+      assert(hashed === (blockSeal?.size ?? 0), 'every sealed leaf came back from the sealing thread')
+      hashUpTo(leaves.length, (position) => leafHash(utf8(leaves[position]!.text)))
+      await writeHashed()
       header = this.#blockHeader(height, firstLeaf, leaves.length, timeText)
       await writeBlockHead(trx, {
         header,
